@@ -1,0 +1,195 @@
+"""The one interface every learning rule shares, and the registry behind ``make_rule``.
+
+A rule is to a model what a ``torch.optim`` optimizer is to its parameters: it
+is built once, then ``rule.step(x, y)`` writes the rule's update direction into
+``p.grad`` of every trainable parameter (gradient convention, overwritten,
+never accumulated) and returns the detached batch loss.  Any optimizer then
+applies it::
+
+    rule = make_rule("fa", model, seed=0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    optimizer.zero_grad(set_to_none=True)
+    loss = rule.step(x, y)
+    optimizer.step()
+
+Adding a rule is one class plus one ``@register`` line.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+#: Shared docstring text (used by every rule class docstring).
+SEED_DOC = "seed: seeds the rule's own generator (feedback init, perturbations); None draws one."
+LOSS_DOC = "loss_fn: ``loss_fn(logits, y) -> scalar``; defaults to mean cross-entropy."
+
+
+class NonFiniteLossError(ValueError, FloatingPointError):
+    """Raised when a rule's batch loss is NaN or infinite (a diverged run, or bad data)."""
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """One registry entry: data the tests, the CLI and the book enumerate."""
+
+    name: str
+    cls: type["Rule"]
+    family: str  # "backprop", "layer-wise feedback", "direct feedback", "forward gradient", "local loss"
+    summary: str
+    learned_feedback: bool = False  # True when rule.parameters() is non-empty
+    needs_local_losses: bool = False  # lg_* rules: the model must define local losses
+    stochastic: bool = False  # the update is a random estimate (forward gradients)
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, RuleSpec] = {}
+
+
+def register(name: str, *, family: str, summary: str, **flags: Any) -> Callable[[type], type]:
+    """Class decorator adding a rule to the registry under ``name``."""
+
+    def decorate(cls: type) -> type:
+        if name in _REGISTRY:
+            raise RuntimeError(f"rule {name!r} registered twice")
+        cls.name = name
+        _REGISTRY[name] = RuleSpec(name=name, cls=cls, family=family, summary=summary, **flags)
+        return cls
+
+    return decorate
+
+
+def available_rules() -> list[str]:
+    """The names ``make_rule`` accepts, sorted."""
+    _load_rule_modules()
+    return sorted(_REGISTRY)
+
+
+def rule_spec(name: str) -> RuleSpec:
+    """The registry entry of ``name``; a clear ``ValueError`` for an unknown name."""
+    _load_rule_modules()
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ValueError(f"Unknown rule {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def make_rule(
+    name: str,
+    model: nn.Module,
+    *,
+    loss_fn: LossFn | None = None,
+    seed: int | None = None,
+    **options: Any,
+) -> "Rule":
+    """Build learning rule ``name`` for ``model``.
+
+    Validates eagerly: an unknown name, a model the rule cannot run or an
+    unknown option raises ``ValueError`` naming the problem and the choices.
+    """
+    spec = rule_spec(name)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if spec.needs_local_losses and not callable(getattr(model, "local_losses", None)):
+        raise ValueError(
+            f"Rule {name!r} trains local losses, but {type(model).__name__} defines none "
+            "(it needs a `local_losses(x, y)` method, like fa_tutor.models.LocalMixer); "
+            f"for a global loss use {name.removeprefix('lg_')!r}."
+        )
+    merged = {**spec.defaults, **options}
+    return spec.cls(model, loss_fn=loss_fn, seed=seed, **merged)
+
+
+def _load_rule_modules() -> None:
+    # Importing the family modules runs their @register lines.
+    from . import backprop, direct, feedback, forward, local  # noqa: F401
+
+
+class Rule:
+    """Base class: state lives here, each rule's maths in ``_compute_grads``."""
+
+    name: ClassVar[str] = "rule"
+
+    def __init__(self, model: nn.Module, *, loss_fn: LossFn | None = None, seed: int | None = None):
+        self.model = model
+        self.loss_fn: LossFn = loss_fn if loss_fn is not None else F.cross_entropy
+        self.seed = seed if seed is not None else int(torch.seed() % (2**31))
+        device = _model_device(model)
+        self.generator = torch.Generator(device=device).manual_seed(self.seed)
+        self.feedback: dict[str, Tensor] = {}
+        self.options: dict[str, Any] = {}
+
+    # -- the public interface -------------------------------------------------
+    def step(self, x: Tensor, y: Tensor) -> Tensor:
+        """Write the rule's update into ``.grad`` of every trainable parameter; return the loss."""
+        loss = self._compute_grads(x, y)
+        loss = loss.detach()
+        if not torch.isfinite(loss).all():
+            raise NonFiniteLossError(
+                f"rule {self.name!r}: the batch loss is {loss.item()} (not finite). "
+                "Lower the learning rate, check the inputs for NaN/inf, or check loss_fn."
+            )
+        return loss
+
+    def parameters(self) -> list[Tensor]:
+        """The learned feedback tensors (kp, dkp, fdfa); empty for the other rules."""
+        return []
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The model's output computed with this rule's backward path attached."""
+        return self.model(x)
+
+    __call__ = forward
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return f"{type(self).__name__}(name={self.name!r}, seed={self.seed}{', ' if opts else ''}{opts})"
+
+    # -- for subclasses ------------------------------------------------------------
+    def _compute_grads(self, x: Tensor, y: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} must implement _compute_grads")
+
+    def _trainable(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+
+    def _write_grads(self, loss: Tensor, params: Iterable[Tensor]) -> None:
+        """``p.grad ← ∂loss/∂p`` through whatever graph the rule built (overwrites)."""
+        params = list(params)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        for p, g in zip(params, grads):
+            p.grad = torch.zeros_like(p) if g is None else g.detach()
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def check_batch(x: Tensor, y: Tensor) -> None:
+    """Shape checks at the boundary of ``step``: a clear error instead of a deep one."""
+    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+        raise TypeError("step(x, y) takes tensors")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"batch size mismatch: x has {x.shape[0]} examples, y has {y.shape[0]}")
+
+
+def xavier_std(weight_shape: torch.Size) -> float:
+    """c = √(2 / (fan_in + fan_out)), the std of Xavier-uniform (conv fans include k×k)."""
+    receptive = math.prod(weight_shape[2:]) if len(weight_shape) > 2 else 1
+    fan_out, fan_in = weight_shape[0] * receptive, weight_shape[1] * receptive
+    return math.sqrt(2.0 / (fan_in + fan_out))
+
+
+def named_trainable(model: nn.Module) -> Iterator[tuple[str, Tensor]]:
+    return ((n, p) for n, p in model.named_parameters() if p.requires_grad)

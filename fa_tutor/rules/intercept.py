@@ -1,0 +1,275 @@
+"""Run a model's weight layers through a rule's own backward path — without changing the model.
+
+Layer-wise and direct rules never copy or convert the user's model.  While a
+rule computes its update, a :class:`WeightOpMode` (a ``TorchFunctionMode``) is
+active: every ``F.linear`` / ``F.conv2d`` call whose weight belongs to a
+converted layer is handed to the rule's handler, which returns the same forward
+value through an autograd Function whose backward is the rule's.  Outside that
+context the model is plain PyTorch.  No module hooks, no re-created
+Parameters, any input rank, every Conv2d option (``padding_mode`` pads before
+``F.conv2d`` is called, so it is handled for free).
+
+Layers the mechanism cannot see (a weight used through anything other than
+``F.linear``/``F.conv2d``, e.g. inside ``nn.MultiheadAttention``) are found by
+:func:`find_layers` before training, or by :meth:`WeightOpMode.check_all_seen`
+after the first forward pass, and reported — never silently left as backprop.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+
+log = logging.getLogger(__name__)
+
+#: Layers whose weights a rule converts (their backward becomes the rule's).
+CONVERTIBLE: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d)
+#: Layers with elementwise (per-unit) parameters only: their exact local gradient
+#: needs no weight transport, so every rule keeps it (as biotorch and the papers do).
+ELEMENTWISE: tuple[type[nn.Module], ...] = (
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm,
+    nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.RMSNorm,
+)
+
+
+@dataclass
+class Layer:
+    """A converted layer: its module name, the module and its weight's parameter name."""
+
+    name: str
+    module: nn.Module
+
+    @property
+    def weight_name(self) -> str:
+        return f"{self.name}.weight" if self.name else "weight"
+
+    @property
+    def weight(self) -> Tensor:
+        return self.module.weight
+
+
+def find_layers(model: nn.Module, *, rule: str, unsupported: str = "error") -> list[Layer]:
+    """The ``nn.Linear``/``nn.Conv2d`` layers of ``model`` in registration order.
+
+    A module holding trainable parameters that is neither convertible nor
+    elementwise raises ``ValueError`` (``unsupported="error"``) or warns and keeps
+    its exact gradient (``unsupported="warn"``).
+    """
+    if unsupported not in ("error", "warn"):
+        raise ValueError(f"unsupported={unsupported!r}; choose 'error' or 'warn'")
+    layers: list[Layer] = []
+    for name, module in model.named_modules():
+        own = [p for p in module.parameters(recurse=False) if p.requires_grad]
+        if type(module) in CONVERTIBLE:
+            if module.weight.requires_grad:
+                layers.append(Layer(name, module))
+        elif own and not isinstance(module, ELEMENTWISE):
+            kinds = ", ".join(t.__name__ for t in CONVERTIBLE)
+            msg = (
+                f"rule {rule!r} cannot convert layer {name!r} ({type(module).__name__}): "
+                f"supported weight layers are {kinds} (normalization layers keep their exact "
+                "local gradient). Pass unsupported='warn' to keep this layer's exact gradient "
+                "with a warning, or freeze its parameters."
+            )
+            if unsupported == "error":
+                raise ValueError(msg)
+            warnings.warn(msg + " It keeps its exact (backprop) gradient.", stacklevel=3)
+    if not layers:
+        raise ValueError(f"rule {rule!r}: the model has no trainable nn.Linear or nn.Conv2d layer")
+    return layers
+
+
+# -----------------------------------------------------------------------------
+# The functional core: a weight layer whose input gradient uses B instead of W.
+# -----------------------------------------------------------------------------
+class FeedbackLinear(torch.autograd.Function):
+    r"""``y = x Wᵀ + b``; backward: ``∂x ← δ B`` (B replaces W), ``∂W ← δᵀx`` exact.
+
+    Works for any input rank ``(..., in)``, with ``torch.func`` (``jvp``, ``vmap``).
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor, W: Tensor, b: Tensor | None, B: Tensor) -> Tensor:
+        return F.linear(x, W, b)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        x, W, b, B = inputs
+        ctx.save_for_backward(x, B)
+        ctx.save_for_forward(x, W)
+        ctx.has_bias = b is not None
+
+    @staticmethod
+    def backward(ctx: Any, delta: Tensor):  # delta: (..., out)
+        x, B = ctx.saved_tensors
+        grad_x = grad_W = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = delta @ B  # (..., in)    <- the rule: B where backprop uses W
+        if ctx.needs_input_grad[1]:
+            grad_W = delta.reshape(-1, delta.shape[-1]).mT @ x.reshape(-1, x.shape[-1])  # (out, in)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = delta.reshape(-1, delta.shape[-1]).sum(0)  # (out,)
+        return grad_x, grad_W, grad_b, None
+
+    @staticmethod
+    def jvp(ctx: Any, x_t: Tensor | None, W_t: Tensor | None, b_t: Tensor | None, B_t: Any) -> Tensor:
+        x, W = ctx.saved_tensors
+        out = torch.zeros(())
+        if x_t is not None:
+            out = out + F.linear(x_t, W)
+        if W_t is not None:
+            out = out + F.linear(x, W_t)
+        if b_t is not None:
+            out = out + b_t
+        return out
+
+
+class FeedbackConv2d(torch.autograd.Function):
+    r"""``y = conv2d(x, W) + b``; backward: ``∂x ← conv2dᵀ(δ, B)`` (B replaces W), ``∂W`` exact.
+
+    ``padding`` must be numeric here (string paddings are resolved by the caller).
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, W, b, B, stride, padding, dilation, groups):
+        return F.conv2d(x, W, b, stride, padding, dilation, groups)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, W, b, B, stride, padding, dilation, groups = inputs
+        ctx.save_for_backward(x, B)
+        ctx.save_for_forward(x, W)
+        ctx.conv = (stride, padding, dilation, groups)
+        ctx.bias_sizes = None if b is None else [b.shape[0]]
+
+    @staticmethod
+    def backward(ctx, delta):
+        x, B = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.conv
+        need = ctx.needs_input_grad
+        # One fused kernel: the input gradient is computed with B (the rule), the weight
+        # gradient from δ and x only (it never reads the weight values), as in backprop.
+        grad_x, grad_W, grad_b = torch.ops.aten.convolution_backward(
+            delta, x, B, ctx.bias_sizes, _pair(stride), _pair(padding), _pair(dilation),
+            False, [0, 0], groups, [need[0], need[1], ctx.bias_sizes is not None and need[2]],
+        )
+        return grad_x, grad_W, grad_b, None, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, x_t, W_t, b_t, B_t, *_):
+        x, W = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.conv
+        out = torch.zeros(())
+        if x_t is not None:
+            out = out + F.conv2d(x_t, W, None, stride, padding, dilation, groups)
+        if W_t is not None:
+            out = out + F.conv2d(x, W_t, None, stride, padding, dilation, groups)
+        if b_t is not None:
+            out = out + b_t[:, None, None]
+        return out
+
+
+def _pair(v: Any) -> list[int]:
+    return [v, v] if isinstance(v, int) else list(v)
+
+
+def conv_args(args: tuple, kwargs: dict) -> tuple[Tensor, Tensor, Tensor | None, Any, Any, Any, int]:
+    """Bind an ``F.conv2d`` call to (x, W, b, stride, padding, dilation, groups)."""
+    names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+    defaults = (None, None, None, 1, 0, 1, 1)
+    bound = dict(zip(names, defaults))
+    bound.update(zip(names, args))
+    bound.update(kwargs)
+    return tuple(bound[n] for n in names)  # type: ignore[return-value]
+
+
+def resolve_padding(x: Tensor, W: Tensor, padding: Any, stride: Any, dilation: Any) -> tuple[Tensor, Any]:
+    """Turn ``'valid'``/``'same'`` into numbers, pre-padding ``x`` where 'same' is uneven.
+
+    PyTorch pads an odd total ``dilation·(k−1)`` with the extra row/column at the
+    bottom/right; so do we, so the forward value is identical to ``F.conv2d``.
+    """
+    if not isinstance(padding, str):
+        return x, padding
+    if padding == "valid":
+        return x, 0
+    if padding != "same":
+        raise ValueError(f"conv padding {padding!r}; choose 'same', 'valid' or numbers")
+    pads, sym = [], []
+    for k, d in zip(W.shape[2:], _pair(dilation)):
+        total = d * (k - 1)
+        sym.append(total // 2)
+        pads.append(total - 2 * (total // 2))
+    if any(pads):
+        x = F.pad(x, [0, pads[1], 0, pads[0]])
+    return x, sym
+
+
+# -----------------------------------------------------------------------------
+# The context that routes the model's weight ops through the handlers.
+# -----------------------------------------------------------------------------
+LinearHandler = Callable[[Layer, Tensor, Tensor, "Tensor | None"], Tensor]
+ConvHandler = Callable[[Layer, Tensor, Tensor, "Tensor | None", Any, Any, Any, int], Tensor]
+
+_LINEAR = F.linear
+_CONV2D = F.conv2d
+
+
+class WeightOpMode(TorchFunctionMode):
+    """While active, ``F.linear``/``F.conv2d`` on a converted weight call ``self.linear``/``self.conv2d``.
+
+    Subclasses (direct rules, activity perturbation) extend ``__torch_function__``
+    to watch other operations; the default handlers compute the plain op.
+    """
+
+    def __init__(self, layers: list[Layer]):
+        super().__init__()
+        self.layers = {id(l.weight): l for l in layers}
+        self.seen: set[str] = set()
+
+    # default handlers: the ordinary ops (subclasses / rules override)
+    def linear(self, layer: Layer, x: Tensor, W: Tensor, b: Tensor | None) -> Tensor:
+        return F.linear(x, W, b)
+
+    def conv2d(self, layer: Layer, x, W, b, stride, padding, dilation, groups) -> Tensor:
+        return F.conv2d(x, W, b, stride, padding, dilation, groups)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is _LINEAR:
+            W = args[1] if len(args) > 1 else kwargs["weight"]
+            layer = self.layers.get(id(W))
+            if layer is not None:
+                self.seen.add(layer.name)
+                x = args[0] if args else kwargs["input"]
+                b = args[2] if len(args) > 2 else kwargs.get("bias")
+                return self.linear(layer, x, W, b)
+        elif func is _CONV2D:
+            x, W, b, stride, padding, dilation, groups = conv_args(args, kwargs)
+            layer = self.layers.get(id(W))
+            if layer is not None:
+                self.seen.add(layer.name)
+                x, padding = resolve_padding(x, W, padding, stride, dilation)
+                return self.conv2d(layer, x, W, b, stride, padding, dilation, groups)
+        return func(*args, **kwargs)
+
+    def check_all_seen(self, rule: str) -> None:
+        """After a forward pass: every converted layer must have gone through the rule."""
+        missing = [l.name for l in self.layers.values() if l.name not in self.seen]
+        if missing:
+            raise ValueError(
+                f"rule {rule!r}: layer(s) {missing} were not called through F.linear/F.conv2d "
+                "during the forward pass (e.g. a Linear used inside nn.MultiheadAttention, or an "
+                "unused layer), so the rule cannot replace their backward. Freeze them "
+                "(requires_grad_(False)) or restructure the model."
+            )
