@@ -1,0 +1,22 @@
+"""Pick the device: an explicit argument, else ``$FA_TUTOR_DEVICE``, else CUDA when available."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+CHOICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``"auto"``/``None`` → ``$FA_TUTOR_DEVICE`` if set, else ``cuda`` when available, else ``cpu``."""
+    if isinstance(device, torch.device):
+        return device
+    spec = device if device not in (None, "auto") else os.environ.get("FA_TUTOR_DEVICE", "auto")
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(spec, str) or spec.split(":")[0] not in CHOICES:
+        raise ValueError(f"Unknown device {spec!r}; choose one of: {', '.join(CHOICES)} (or cuda:N)")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {spec!r} requested but CUDA is not available on this machine; use 'cpu'")
+    return torch.device(spec)

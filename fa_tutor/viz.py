@@ -1,0 +1,51 @@
+"""Plotting and exploration helpers the chapters share (seaborn/matplotlib, ipywidgets)."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+
+def setup(context: str = "notebook") -> None:
+    """One look for every figure in the book."""
+    sns.set_theme(context=context, style="whitegrid", palette="colorblind")
+    plt.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight", "axes.titleweight": "bold"})
+
+
+def learning_curves(history: pd.DataFrame, metrics: tuple[str, ...] = ("train_loss", "test_accuracy"),
+                    hue: str | None = None, x: str = "epoch", title: str | None = None,
+                    ylabels: dict[str, str] | None = None) -> plt.Figure:
+    """One panel per metric, one line per ``hue`` value (e.g. per rule)."""
+    labels = {"train_loss": "training loss", "test_accuracy": "test accuracy (%)",
+              "train_accuracy": "train accuracy (%)", "test_loss": "test loss", **(ylabels or {})}
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        sns.lineplot(data=history, x=x, y=metric, hue=hue, ax=ax, marker="o" if len(history) < 30 else None)
+        ax.set_ylabel(labels.get(metric, metric))
+        if ax.get_legend() is not None and ax is not axes[0][-1]:
+            ax.get_legend().remove()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def explore(fn: Callable[..., Any], **controls: Any) -> Any:
+    """Show ``fn`` at its default values as a static figure, then a widget to re-run it.
+
+    ``controls`` are ipywidgets (or ``interact`` abbreviations) keyed by ``fn``'s
+    argument names.  The default output is drawn immediately, so the published
+    page is complete without a kernel; the widget re-runs ``fn`` on "Run".
+    """
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    defaults = {k: (w.value if hasattr(w, "value") else w) for k, w in controls.items()}
+    fn(**defaults)
+    plt.show()
+    ui = widgets.interactive(lambda **kw: (fn(**kw), plt.show()), {"manual": True,
+                             "manual_name": "Run"}, **controls)
+    display(ui)
+    return ui
