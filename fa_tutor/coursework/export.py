@@ -1,0 +1,86 @@
+"""Student notebooks: solutions removed, exercise stubs and automatic checks kept; and grading runs."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+
+REPO = Path(__file__).resolve().parents[2]
+SOLUTION_DIRECTIVE = re.compile(r"```\{solution(-start)?\}.*?```|```\{solution-end\}\s*```", re.S)
+
+
+def chapter_paths(root: Path = REPO) -> list[Path]:
+    """The executable chapters listed in ``_toc.yml``, in book order."""
+    import yaml
+
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    files = [c["file"] for part in toc.get("parts", []) for c in part.get("chapters", [])]
+    paths = [root / f"{f}.md" for f in files if (root / f"{f}.md").exists()]
+    return [p for p in paths if "kernelspec" in p.read_text().split("---", 2)[1]] if paths else []
+
+
+def to_student(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Drop code cells tagged ``solution`` and the solution prose; keep stubs and checks."""
+    cells = []
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "solution" in tags:
+            continue
+        if cell.cell_type == "markdown":
+            cell.source = SOLUTION_DIRECTIVE.sub("", cell.source)
+        cells.append(cell)
+    nb.cells = cells
+    nb.metadata.setdefault("fa_tutor", {})["student"] = True
+    return nb
+
+
+def export(directory: str | Path, root: Path = REPO) -> list[Path]:
+    """Write a student ``.ipynb`` for every chapter into ``directory``; return the paths."""
+    import jupytext
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in chapter_paths(root):
+        nb = to_student(jupytext.read(path))
+        target = out / f"{path.stem}.ipynb"
+        nbformat.write(nb, target)
+        written.append(target)
+    return written
+
+
+def check(notebook: str | Path, *, quick: bool = True, timeout: int = 900) -> dict[str, str]:
+    """Run a (completed) student notebook with papermill; report each exercise check.
+
+    Returns ``{label: "passed" | "not done" | "failed: <message>"}`` for every
+    ``ft.checks.<label>(...)`` cell found in the notebook.
+    """
+    import papermill as pm
+
+    path = Path(notebook)
+    nb = nbformat.read(path, as_version=4)
+    labels = {}
+    for i, cell in enumerate(nb.cells):
+        m = re.search(r"ft\.checks\.(\w+)\(", cell.source) if cell.cell_type == "code" else None
+        if m:
+            labels[i] = m.group(1)
+            cell.source = _guarded(cell.source, m.group(1))
+    tmp = path.with_name(path.stem + ".graded.ipynb")
+    pm.execute_notebook(nb, str(tmp), parameters={"quick": quick}, kernel_name="python3",
+                        cwd=str(path.parent), progress_bar=False, execution_timeout=timeout)
+    ran = nbformat.read(tmp, as_version=4)
+    report = {}
+    for i, label in labels.items():
+        text = "".join(o.get("text", "") for o in ran.cells[i].get("outputs", []) if o.get("name") == "stdout")
+        status = re.search(rf"CHECK {label}: (.*)", text)
+        report[label] = status.group(1).strip() if status else "not run"
+    return report
+
+
+def _guarded(source: str, label: str) -> str:
+    """Wrap a check cell so a stub (NotImplementedError) or a wrong answer is reported, not fatal."""
+    body = "\n".join("    " + line for line in source.splitlines())
+    return (f"try:\n{body}\n    print('CHECK {label}: passed')\n"
+            f"except NotImplementedError:\n    print('CHECK {label}: not done')\n"
+            f"except AssertionError as err:\n    print('CHECK {label}: failed:', str(err).splitlines()[0])\n")
