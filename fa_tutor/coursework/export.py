@@ -17,7 +17,12 @@ def chapter_paths(root: Path = REPO) -> list[Path]:
     toc = yaml.safe_load((root / "_toc.yml").read_text())
     files = [c["file"] for part in toc.get("parts", []) for c in part.get("chapters", [])]
     paths = [root / f"{f}.md" for f in files if (root / f"{f}.md").exists()]
-    return [p for p in paths if "kernelspec" in p.read_text().split("---", 2)[1]] if paths else []
+    return [p for p in paths if _is_notebook(p)]
+
+
+def _is_notebook(path: Path) -> bool:
+    parts = path.read_text().split("---", 2)
+    return len(parts) > 2 and "kernelspec" in parts[1]
 
 
 def to_student(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
@@ -70,9 +75,10 @@ def check(notebook: str | Path, *, quick: bool = True, timeout: int = 900) -> di
     pm.execute_notebook(nb, str(tmp), parameters={"quick": quick}, kernel_name="python3",
                         cwd=str(path.parent), progress_bar=False, execution_timeout=timeout)
     ran = nbformat.read(tmp, as_version=4)
+    text = "".join(o.get("text", "") for c in ran.cells if c.cell_type == "code"
+                   for o in c.get("outputs", []) if o.get("name") == "stdout")
     report = {}
-    for i, label in labels.items():
-        text = "".join(o.get("text", "") for o in ran.cells[i].get("outputs", []) if o.get("name") == "stdout")
+    for label in labels.values():  # papermill inserts a cell, so match by label, not by index
         status = re.search(rf"CHECK {label}: (.*)", text)
         report[label] = status.group(1).strip() if status else "not run"
     return report
