@@ -40,7 +40,16 @@ def _bench_list(args: argparse.Namespace) -> int:
 def _bench_run(args: argparse.Namespace) -> int:
     from .bench import run_experiment
 
-    lines = run_experiment(args.name, quick=args.quick, device=args.device, out=args.out, limit=args.limit)
+    from .bench.runner import SweepError
+
+    try:
+        lines = run_experiment(args.name, quick=args.quick, device=args.device, out=args.out,
+                               limit=args.limit, workers=args.workers, ray_address=args.ray,
+                               retries=args.retries, threads=args.threads)
+    except SweepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        print(f"{args.name}: {len(err.new_lines)} new result line(s) saved; rerun to retry the rest")
+        return 1
     print(f"{args.name}: {len(lines)} new result line(s)")
     return 0
 
@@ -88,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     r.add_argument("--out", help="results directory (default: the repository's results/)")
     r.add_argument("--limit", type=int, help="run at most this many cells")
+    r.add_argument("--workers", type=int, default=1, help="run cells in N local processes (one GPU each)")
+    r.add_argument("--ray", metavar="ADDRESS", help="run cells on a Ray cluster ('auto', an address, "
+                   "or 'local' to start one here); needs pip install 'fa_tutor[cluster]'")
+    r.add_argument("--retries", type=int, default=2, help="retries of a failing cell (default 2)")
+    r.add_argument("--threads", type=int, help="torch CPU threads per cell (identical results across modes)")
     r.set_defaults(fn=_bench_run)
     d = sub.add_parser("data", help="data sets").add_subparsers(dest="data_cmd", required=True)
     d.add_parser("list", help="known data sets").set_defaults(fn=_data)

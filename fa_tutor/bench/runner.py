@@ -1,23 +1,48 @@
-"""Run an experiment's cells, skip finished ones, append results with provenance."""
+"""Run an experiment's cells — serially, on a local process pool, or on a Ray cluster —
+skip finished ones, and append each result line with provenance as it arrives.
+
+Only the calling process writes ``results/<experiment>.jsonl``; workers return
+lines.  A cell that raises (or whose worker dies) is retried up to ``retries``
+times; the other cells go on, and the failures are reported with tracebacks.
+"""
 from __future__ import annotations
 
 import datetime as dt
 import json
 import logging
 import time
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 from tqdm.auto import tqdm
 
 from ..training import train
 from ..utils import provenance, resolve_device
-from .registry import Cell, Experiment, get_experiment
+from .registry import Cell, get_experiment
 
 log = logging.getLogger(__name__)
 
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "results"
+
+
+@dataclass
+class CellFailure:
+    cell: str  # the cell's label
+    key: str
+    attempts: int
+    traceback: str
+
+
+class SweepError(RuntimeError):
+    """Some cells failed after every retry; ``failures`` has their tracebacks."""
+
+    def __init__(self, failures: list[CellFailure], new_lines: list[dict]):
+        self.failures, self.new_lines = failures, new_lines
+        detail = "\n".join(f"- {f.cell} ({f.attempts} attempts):\n{f.traceback}" for f in failures)
+        super().__init__(f"{len(failures)} cell(s) failed; finished cells were saved.\n{detail}")
 
 
 def results_path(experiment: str, out: str | Path | None = None) -> Path:
@@ -36,6 +61,12 @@ def finished_keys(rows: list[dict]) -> set[str]:
     return {r["cell"] for r in rows if "cell" in r}
 
 
+def pending_cells(name: str, *, quick: bool = False, out: str | Path | None = None) -> list[Cell]:
+    """The cells of ``name`` that have no result line yet (a rerun runs exactly these)."""
+    done = finished_keys(read_results(name, out))
+    return [c for c in get_experiment(name).cells(quick) if c.key not in done]
+
+
 def train_cell(cell: Cell, device: str, checkpoint: Path | None) -> dict:
     """Default runner: ``fa_tutor.train`` on the cell's config; metrics from the final row."""
     assert cell.config is not None
@@ -47,39 +78,148 @@ def train_cell(cell: Cell, device: str, checkpoint: Path | None) -> dict:
     return metrics
 
 
-def run_experiment(name: str, *, quick: bool = False, device: str = "auto", out: str | Path | None = None,
-                   checkpoints: str | Path | None = None, progress: bool = True,
-                   limit: int | None = None) -> list[dict]:
-    """Run every unfinished cell of experiment ``name``; return the new result lines."""
-    exp: Experiment = get_experiment(name)
+def execute_cell(experiment: str, quick: bool, key: str, device: str, checkpoint_dir: str,
+                 threads: int | None = None) -> list[dict]:
+    """Run one cell (looked up by key) and return its result line(s). Runs in any process."""
+    if threads:
+        torch.set_num_threads(threads)
+    exp = get_experiment(experiment)
+    cell = next(c for c in exp.cells(quick) if c.key == key)
     dev = str(resolve_device(device))
+    started = dt.datetime.now(dt.timezone.utc)
+    t0 = time.perf_counter()
+    checkpoint = Path(checkpoint_dir) / f"{cell.key}.pt"
+    if cell.runner == "train":
+        outcome: Any = train_cell(cell, dev, checkpoint)
+    else:
+        outcome = exp.runners[cell.runner](cell, dev, None)
+    wall = time.perf_counter() - t0
+    pairs = outcome if isinstance(outcome, list) else [(cell.rule, outcome)]
+    if checkpoint.exists():
+        checkpoint.unlink()
+    return [_line(cell, rule, metrics, dev, started, wall) for rule, metrics in pairs]
+
+
+def run_experiment(name: str, *, quick: bool = False, device: str = "auto", out: str | Path | None = None,
+                   checkpoints: str | Path | None = None, progress: bool = True, limit: int | None = None,
+                   workers: int = 1, ray_address: str | None = None, retries: int = 2,
+                   threads: int | None = None) -> list[dict]:
+    """Run every unfinished cell of experiment ``name``; return the new result lines.
+
+    ``workers > 1`` runs cells in that many local processes (each pinned to one
+    GPU, round robin, when ``device`` is CUDA and several are visible);
+    ``ray_address`` (an address or ``"auto"``; ``"local"`` starts a local Ray)
+    sends them to a Ray cluster, each cell asking for one CPU (and one GPU for
+    CUDA runs).  ``threads`` fixes torch's CPU threads per cell, which makes
+    results bit-identical across the three modes.
+    """
     path = results_path(name, out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    done = finished_keys(read_results(name, out))
-    cells = [c for c in exp.cells(quick) if c.key not in done]
+    cells = pending_cells(name, quick=quick, out=out)
     if limit is not None:
         cells = cells[:limit]
-    ckpt_dir = Path(checkpoints) if checkpoints else path.parent / ".checkpoints" / name
+    ckpt_dir = str(Path(checkpoints) if checkpoints else path.parent / ".checkpoints" / name)
+    if ray_address:
+        backend = _ray_backend(ray_address, device)
+    elif workers > 1:
+        backend = _pool_backend(workers, device)
+    else:
+        backend = _serial_backend(device)
+    labels = {c.key: c.label() for c in cells}
     new: list[dict] = []
-    for cell in tqdm(cells, desc=name, disable=not progress):
-        started = dt.datetime.now(dt.timezone.utc)
-        t0 = time.perf_counter()
-        if cell.runner == "train":
-            outcome: Any = train_cell(cell, dev, ckpt_dir / f"{cell.key}.pt")
-        else:
-            outcome = exp.runners[cell.runner](cell, dev, None)
-        wall = time.perf_counter() - t0
-        pairs = outcome if isinstance(outcome, list) else [(cell.rule, outcome)]
-        lines = [_line(cell, rule, metrics, dev, started, wall) for rule, metrics in pairs]
-        with path.open("a") as fh:  # append, never overwrite
-            for line in lines:
-                fh.write(json.dumps(line) + "\n")
-        new += lines
-        ckpt = ckpt_dir / f"{cell.key}.pt"
-        if ckpt.exists():
-            ckpt.unlink()
-        log.info("%s: finished %s in %.1f s", name, cell.label(), wall)
+    failures: list[CellFailure] = []
+    with tqdm(total=len(cells), desc=name, disable=not progress) as bar:
+        jobs = [(name, quick, c.key, ckpt_dir, threads) for c in cells]
+        for key, lines, error, attempts in backend(jobs, retries):
+            if error is not None:
+                failures.append(CellFailure(labels[key], key, attempts, error))
+                log.error("%s: cell %s failed after %d attempt(s)", name, labels[key], attempts)
+            else:
+                with path.open("a") as fh:  # append, never overwrite; only this process writes
+                    for line in lines:
+                        fh.write(json.dumps(line) + "\n")
+                new += lines
+            bar.update(1)
+    if failures:
+        raise SweepError(failures, new)
     return new
+
+
+# -- backends: each yields (key, lines, error traceback or None, attempts) as cells finish ----------
+Job = tuple[str, bool, str, str, "int | None"]
+Backend = Callable[[list[Job], int], Iterator[tuple[str, list[dict], "str | None", int]]]
+
+
+def _serial_backend(device: str) -> Backend:
+    def run(jobs: list[Job], retries: int):
+        for name, quick, key, ckpt, threads in jobs:
+            for attempt in range(1, retries + 2):
+                try:
+                    yield key, execute_cell(name, quick, key, device, ckpt, threads), None, attempt
+                    break
+                except Exception:  # noqa: BLE001 - reported with its traceback, then retried
+                    if attempt == retries + 1:
+                        yield key, [], traceback.format_exc(), attempt
+    return run
+
+
+def _pool_backend(workers: int, device: str) -> Backend:
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    def devices(n: int) -> list[str]:
+        if str(resolve_device(device)).startswith("cuda") and torch.cuda.device_count() > 1:
+            return [f"cuda:{i % torch.cuda.device_count()}" for i in range(n)]
+        return [device] * n
+
+    def run(jobs: list[Job], retries: int):
+        ctx = mp.get_context("spawn")  # fresh interpreters: safe with CUDA and threads
+        attempts = {j[2]: 0 for j in jobs}
+        pending = list(jobs)
+        while pending:
+            pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+            futures = {}
+            for job, dev in zip(pending, devices(len(pending))):
+                name, quick, key, ckpt, threads = job
+                attempts[key] += 1
+                futures[pool.submit(execute_cell, name, quick, key, dev, ckpt, threads)] = job
+            pending = []
+            for fut in cf.as_completed(futures):
+                job = futures[fut]
+                try:
+                    yield job[2], fut.result(), None, attempts[job[2]]
+                except Exception:  # noqa: BLE001 - a raising cell or a dead worker
+                    if attempts[job[2]] > retries:
+                        yield job[2], [], traceback.format_exc(), attempts[job[2]]
+                    else:
+                        pending.append(job)
+            pool.shutdown(wait=True, cancel_futures=True)
+    return run
+
+
+def _ray_backend(address: str, device: str) -> Backend:
+    try:
+        import ray
+    except ImportError as err:
+        raise ValueError("--ray needs the optional dependency ray: pip install 'fa_tutor[cluster]'") from err
+
+    def run(jobs: list[Job], retries: int):
+        if not ray.is_initialized():
+            ray.init(address=None if address == "local" else address, ignore_reinit_error=True,
+                     log_to_driver=False)
+        gpus = 1 if str(device).startswith("cuda") else 0
+        remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=retries,
+                            retry_exceptions=True)(execute_cell)
+        refs = {remote.remote(name, quick, key, device, ckpt, threads): key
+                for name, quick, key, ckpt, threads in jobs}
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1)
+            key = refs.pop(ready[0])
+            try:
+                yield key, ray.get(ready[0]), None, 1
+            except Exception:  # noqa: BLE001 - Ray already retried dead workers max_retries times
+                yield key, [], traceback.format_exc(), retries + 1
+    return run
 
 
 def _line(cell: Cell, rule: str, metrics: dict, device: str, started: dt.datetime, wall: float) -> dict:

@@ -1,0 +1,94 @@
+"""Sweeps outgrow one process: the same quick cells serially, on a local pool, and on a local
+Ray cluster give identical numbers; a killed sweep resumes; a failing cell is retried and
+reported without losing the others."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fa_tutor.bench import read_results, run_experiment
+from fa_tutor.bench.runner import SweepError, pending_cells
+
+EXPERIMENT = "conservation-noisy-mnist"
+N = 3  # the first three quick cells
+
+
+def _all_quick_keys() -> list[str]:
+    from fa_tutor.bench import get_experiment
+
+    return [c.key for c in get_experiment(EXPERIMENT).cells(True)]
+
+
+def _metrics(out: Path) -> dict[str, dict]:
+    return {r["cell"]: r["metrics"] for r in read_results(EXPERIMENT, out)}
+
+
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    out = tmp_path_factory.mktemp("serial")
+    run_experiment(EXPERIMENT, quick=True, device="cpu", out=out, limit=N, progress=False, threads=1)
+    metrics = _metrics(out)
+    assert len(metrics) == N
+    return metrics
+
+
+def test_local_pool_gives_identical_results(serial: dict, tmp_path: Path) -> None:
+    lines = run_experiment(EXPERIMENT, quick=True, device="cpu", out=tmp_path, limit=N, progress=False,
+                           workers=2, threads=1)
+    assert len(lines) == N
+    assert _metrics(tmp_path) == serial
+    assert all(line["provenance"]["host"] and line["provenance"]["device"] == "cpu" for line in lines)
+
+
+def test_ray_gives_identical_results(serial: dict, tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'fa_tutor[cluster]')")
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    try:
+        run_experiment(EXPERIMENT, quick=True, device="cpu", out=tmp_path, limit=N, progress=False,
+                       ray_address="auto", threads=1)
+    finally:
+        ray.shutdown()
+    assert _metrics(tmp_path) == serial
+
+
+def test_killed_sweep_resumes_without_rerunning(serial: dict, tmp_path: Path) -> None:
+    first = run_experiment(EXPERIMENT, quick=True, device="cpu", out=tmp_path, limit=1, progress=False,
+                           threads=1)  # the sweep "dies" after one cell
+    rest = run_experiment(EXPERIMENT, quick=True, device="cpu", out=tmp_path, limit=N - 1, progress=False,
+                          workers=2, threads=1)
+    keys = [r["cell"] for r in read_results(EXPERIMENT, tmp_path)]
+    assert len(first) == 1 and len(rest) == N - 1 and len(set(keys)) == len(keys) == N
+    assert _metrics(tmp_path) == serial
+    # a rerun would only run the cells not finished yet
+    pending = [c.key for c in pending_cells(EXPERIMENT, quick=True, out=tmp_path)]
+    assert len(pending) == len(_all_quick_keys()) - N and not set(pending) & set(keys)
+
+
+def test_failing_cell_is_retried_and_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fa_tutor.bench.runner as runner
+
+    calls: list[str] = []
+    original = runner.execute_cell
+
+    def flaky(name, quick, key, device, ckpt, threads=None):
+        calls.append(key)
+        if len(calls) == 1:
+            raise RuntimeError("worker died")  # first attempt of the first cell
+        return original(name, quick, key, device, ckpt, threads)
+
+    monkeypatch.setattr(runner, "execute_cell", flaky)
+    lines = run_experiment(EXPERIMENT, quick=True, device="cpu", out=tmp_path, limit=2, progress=False,
+                           retries=1)
+    assert len(lines) == 2 and len(calls) == 3  # one retry, then success
+
+    def broken(name, quick, key, device, ckpt, threads=None):
+        raise ValueError(f"cell {key} is broken")
+
+    monkeypatch.setattr(runner, "execute_cell", broken)
+    with pytest.raises(SweepError, match="is broken") as info:
+        run_experiment(EXPERIMENT, quick=True, device="cpu", out=tmp_path, limit=1, progress=False, retries=2)
+    assert info.value.failures[0].attempts == 3
+    assert len(read_results(EXPERIMENT, tmp_path)) == 2  # nothing finished was lost or duplicated
+    assert all(json.loads(ln) for ln in (tmp_path / f"{EXPERIMENT}.jsonl").read_text().splitlines())
