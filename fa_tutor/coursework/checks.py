@@ -26,3 +26,12 @@ def getting_started_ex2(accuracy: Callable[[torch.Tensor, torch.Tensor], float])
             f"accuracy on {n} examples, {k} classes: expected {expected:.4f} %, got {got:.4f}. "
             "Hint: compare logits.argmax(-1) with y and report a percentage.")
     return "getting_started_ex2: all checks passed"
+
+
+def __getattr__(name: str) -> Callable[..., str]:
+    """``ft.checks.<label>`` finds every registered check, whichever module defines it."""
+    from . import registry
+
+    if name in registry.CHECKS:
+        return registry.CHECKS[name]
+    raise AttributeError(f"no check {name!r}; registered: {', '.join(sorted(registry.CHECKS))}")

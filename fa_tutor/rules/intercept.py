@@ -112,11 +112,12 @@ class FeedbackLinear(torch.autograd.Function):
         x, B = ctx.saved_tensors
         grad_x = grad_W = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = delta @ B  # (..., in)    <- the rule: B where backprop uses W
+            grad_x = delta @ B  # (..., in)  the rule: B where backprop uses W
+        d2 = delta.reshape(-1, delta.shape[-1])  # (N, out), any leading dims
         if ctx.needs_input_grad[1]:
-            grad_W = delta.reshape(-1, delta.shape[-1]).mT @ x.reshape(-1, x.shape[-1])  # (out, in)
+            grad_W = d2.mT @ x.reshape(-1, x.shape[-1])  # (out, in)
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = delta.reshape(-1, delta.shape[-1]).sum(0)  # (out,)
+            grad_b = d2.sum(0)  # (out,)
         return grad_x, grad_W, grad_b, None
 
     @staticmethod
