@@ -3,3 +3,8 @@ from . import checks
 from .registry import CHECKS
 
 __all__ = ["CHECKS", "checks"]
+from . import checks_weight_transport  # noqa: E402,F401  (registers the chapter checks)
+from . import checks_fa_family  # noqa: E402,F401  (registers the chapter checks)
+from . import checks_implicit_regularization  # noqa: E402,F401  (registers the chapter checks)
+from . import checks_conservation_law  # noqa: E402,F401  (registers the chapter checks)
+from . import checks_alignment_dominance  # noqa: E402,F401  (registers the chapter checks)

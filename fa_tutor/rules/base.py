@@ -147,7 +147,8 @@ class Rule:
         """The model's output computed with this rule's backward path attached."""
         return self.model(x)
 
-    __call__ = forward
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.forward(x)
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())

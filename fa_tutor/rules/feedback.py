@@ -1,1 +1,433 @@
-"""Filled in by the feedback issue."""
+r"""Layer-wise feedback rules: fa, usf, frsf, brsf, adafa, kp.
+
+Each rule is backprop with one change: the error sent from layer :math:`l` to
+the layer below goes through a feedback tensor :math:`B_l` (the shape of
+:math:`W_l`) where backprop uses :math:`W_l` itself,
+
+.. math::
+    \delta_l \leftarrow (B_{l+1}^\top \delta_{l+1}) \odot f'(a_l), \qquad
+    \nabla_{W_l} \leftarrow \delta_l h_{l-1}^\top .
+
+The rules differ only in how :math:`B_l` is made (``init_feedback``) and
+whether it follows :math:`W_l` (``update_feedback``).  The model is never
+converted: while a rule runs the forward pass, a ``WeightOpMode`` hands every
+``F.linear``/``F.conv2d`` call on a converted weight to
+``FeedbackLinear``/``FeedbackConv2d`` together with that layer's :math:`B_l`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .base import Rule, check_batch, register, rule_spec, xavier_std
+from .intercept import (FeedbackConv2d, FeedbackLinear, Layer, WeightOpMode,
+                        find_layers)
+
+#: Shared Args text of every layer-wise rule docstring.
+_COMMON_ARGS = """model: an ``nn.Module`` built from ``nn.Linear``/``nn.Conv2d``
+            layers (normalization layers keep their exact local gradient).
+        loss_fn: ``loss_fn(logits, y) -> scalar``; defaults to mean cross-entropy.
+        seed: seeds the rule's generator (feedback draws); None draws one.
+        unsupported: ``"error"`` (default): a layer with trainable weights the
+            rule cannot convert raises ``ValueError``; ``"warn"``: it warns, and
+            that layer keeps its exact gradient."""
+_SCALE_ARG = r"""scale: ``True`` (default): :math:`c_l` is the layer's Xavier std
+            :math:`\sqrt{2/(\text{fan\_in}+\text{fan\_out})}` (biotorch's uSF);
+            ``False``: :math:`c_l = 1`, the theory's sign-FA."""
+_DEFAULTS: dict[str, Any] = {"unsupported": "error"}
+_FAMILY = "layer-wise feedback"
+
+
+def _fill_args(cls: type) -> type:
+    """Put the shared Args text into the class docstring."""
+    doc = cls.__doc__.replace("{common_args}", _COMMON_ARGS)
+    cls.__doc__ = doc.replace("{scale_arg}", _SCALE_ARG)
+    return cls
+
+
+class _FeedbackMode(WeightOpMode):
+    """Runs each converted layer's op through the Function that uses its B."""
+
+    def __init__(self, layers: list[Layer], feedback: dict[str, Tensor]):
+        super().__init__(layers)
+        self.feedback = feedback
+
+    def _B(self, layer: Layer, W: Tensor) -> Tensor:
+        B = self.feedback[layer.weight_name]
+        if B.shape != W.shape or B.device != W.device or B.dtype != W.dtype:
+            raise ValueError(
+                f"feedback {layer.weight_name!r} is {tuple(B.shape)} {B.dtype} on "
+                f"{B.device}, its weight {tuple(W.shape)} {W.dtype} on {W.device}; "
+                "build the rule after moving the model (model.to(...))."
+            )
+        return B.detach()  # kp's B is a leaf: step writes its .grad, not autograd
+
+    def linear(self, layer, x, W, b):
+        return FeedbackLinear.apply(x, W, b, self._B(layer, W))  # B replaces W
+
+    def conv2d(self, layer, x, W, b, stride, padding, dilation, groups):
+        B = self._B(layer, W)  # B replaces W in the backward pass
+        return FeedbackConv2d.apply(x, W, b, B, stride, padding, dilation, groups)
+
+
+class LayerwiseFeedbackRule(Rule):
+    """Find the layers, make one B per weight once, run the forward with the B's.
+
+    A subclass defines ``init_feedback(W) -> B`` (once per layer, at
+    construction) and, if B follows W, ``update_feedback(new_step)``, which
+    writes into the existing tensors in place.
+    """
+
+    def __init__(self, model: nn.Module, *, loss_fn=None, seed: int | None = None,
+                 **options: Any):
+        super().__init__(model, loss_fn=loss_fn, seed=seed)
+        valid = {**_DEFAULTS, **rule_spec(self.name).defaults}
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise ValueError(f"rule {self.name!r}: unknown option(s) {unknown}; "
+                             f"valid options: {', '.join(sorted(valid))}")
+        self.options = {**valid, **options}
+        for key, value in self.options.items():
+            if isinstance(valid[key], bool) and not isinstance(value, bool):
+                raise ValueError(
+                    f"rule {self.name!r}: {key}={value!r}; choose True or False")
+        self.layers = find_layers(model, rule=self.name,
+                                  unsupported=self.options["unsupported"])
+        with torch.no_grad():
+            for layer in self.layers:
+                W = layer.weight.detach()
+                self.feedback[layer.weight_name] = self.init_feedback(W)
+        self._all_seen = False
+
+    def init_feedback(self, W: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def update_feedback(self, new_step: bool) -> None:
+        """Bring B up to date in place; ``new_step`` is True at the start of ``step``
+        and False in every ``forward``. Fixed-B rules: nothing to do."""
+
+    def xavier_uniform(self, W: Tensor, out: Tensor | None = None) -> Tensor:
+        """A U(-a, a) draw, a = √3·xavier_std(W), by ``self.generator``."""
+        a = 3**0.5 * xavier_std(W.shape)
+        out = torch.empty_like(W) if out is None else out
+        return out.uniform_(-a, a, generator=self.generator)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The model's output; its backward sends the errors down through the B's."""
+        with torch.no_grad():
+            self.update_feedback(new_step=False)
+        mode = _FeedbackMode(self.layers, self.feedback)
+        with mode:
+            out = self.model(x)
+        if not self._all_seen:  # once: did every converted layer go through B?
+            mode.check_all_seen(self.name)
+            self._all_seen = True
+        return out
+
+    __call__ = forward
+
+    def _compute_grads(self, x: Tensor, y: Tensor) -> Tensor:
+        check_batch(x, y)
+        with torch.no_grad():
+            self.update_feedback(new_step=True)
+        loss = self.loss_fn(self.forward(x), y)
+        self._write_grads(loss, [p for _, p in self._trainable()])
+        return loss
+
+
+@register("fa", family=_FAMILY, defaults=_DEFAULTS,
+          summary="fixed random feedback B (Lillicrap et al. 2016)")
+@_fill_args
+class FeedbackAlignment(LayerwiseFeedbackRule):
+    r"""Feedback alignment: a fixed random matrix carries the error backwards.
+
+    .. math::
+        B_l \sim \mathcal{U}(-\sqrt{3}\,c_l, \sqrt{3}\,c_l) \text{ once}, \qquad
+        \delta_l \leftarrow (B_{l+1}^\top \delta_{l+1}) \odot f'(a_l), \qquad
+        \nabla_{W_l} \leftarrow \delta_l h_{l-1}^\top
+
+    with :math:`c_l = \sqrt{2/(\text{fan\_in}+\text{fan\_out})}` (Xavier-uniform).
+    Lillicrap, Cownden, Tweed & Akerman (2016), "Random synaptic feedback weights
+    support error backpropagation for deep learning",
+    https://arxiv.org/abs/1411.0247.
+
+    Args:
+        {common_args}
+
+    Example:
+        >>> import torch, fa_tutor as ft
+        >>> model = ft.models.MLP(4, [8], 3)
+        >>> rule = ft.make_rule("fa", model, seed=0)
+        >>> rule
+        FeedbackAlignment(name='fa', seed=0, unsupported='error')
+        >>> loss = rule.step(torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1]))
+        >>> sorted(rule.feedback)
+        ['layers.0.weight', 'layers.1.weight']
+
+    .. note:: Every converted layer gets a :math:`B_l`, the first one too (it
+       only shapes the gradient with respect to the input). The output layer's
+       own update is its exact gradient; biases and normalization parameters
+       keep their exact local gradients.
+
+    Taught in: {ref}`fa-family`.
+    """
+
+    def init_feedback(self, W: Tensor) -> Tensor:
+        return self.xavier_uniform(W)
+
+
+class _SignFeedback(LayerwiseFeedbackRule):
+    """B_l = M_l ⊙ sign(W_l), rewritten in place whenever W_l or M_l changed.
+
+    ``self.magnitude[name]`` is M_l: the scalar c_l (usf) or a tensor (frsf,
+    brsf). Only ``out=`` ops write B, so this also runs inside ``torch.func``
+    transforms; skipping the write while nothing changed keeps graphs that
+    saved B valid.
+    """
+
+    def __init__(self, model: nn.Module, **kwargs: Any):
+        super().__init__(model, **kwargs)
+        self.magnitude: dict[str, Tensor | float] = {
+            k: self.init_magnitude(B) for k, B in self.feedback.items()}
+        with torch.no_grad():
+            self._write_feedback()
+
+    def init_feedback(self, W: Tensor) -> Tensor:
+        return torch.empty_like(W)  # filled by _write_feedback
+
+    def init_magnitude(self, W: Tensor) -> Tensor | float:  # pragma: no cover
+        raise NotImplementedError
+
+    def _versions(self) -> list[tuple[int, int]]:
+        magnitudes = (self.magnitude[l.weight_name] for l in self.layers)
+        return [(l.weight._version, getattr(M, "_version", 0))
+                for l, M in zip(self.layers, magnitudes)]
+
+    def _write_feedback(self) -> None:
+        for layer in self.layers:
+            name = layer.weight_name
+            B, M = self.feedback[name], self.magnitude[name]
+            torch.sign(layer.weight, out=B)  # (out, in, ...), no new tensor
+            torch.mul(B, M, out=B)  # B ← M ⊙ sign(W)
+        self._written = self._versions()
+
+    def update_feedback(self, new_step: bool) -> None:
+        if new_step or self._versions() != self._written:  # else B is current
+            self._write_feedback()
+
+
+@register("usf", family=_FAMILY, defaults={**_DEFAULTS, "scale": True},
+          summary="sign feedback B = c·sign(W), recomputed every step")
+@_fill_args
+class UniformSignFeedback(_SignFeedback):
+    r"""Sign symmetry (uSF): the feedback has the forward weights' signs only.
+
+    .. math::
+        B_l \leftarrow c_l \operatorname{sign}(W_l) \text{ every step}, \qquad
+        \delta_l \leftarrow (B_{l+1}^\top \delta_{l+1}) \odot f'(a_l), \qquad
+        \nabla_{W_l} \leftarrow \delta_l h_{l-1}^\top
+
+    Liao, Leibo & Poggio (2016), "How important is weight symmetry in
+    backpropagation?", https://arxiv.org/abs/1510.05067; the uSF/frSF/brSF
+    variants as in Moskovitz, Litwin-Kumar & Abbott (2018),
+    https://arxiv.org/abs/1812.06488.
+
+    Args:
+        {common_args}
+        {scale_arg}
+
+    Example:
+        >>> import torch, fa_tutor as ft
+        >>> model = ft.models.MLP(4, [8], 3)
+        >>> rule = ft.make_rule("usf", model, scale=False)
+        >>> W, B = model.layers[1].weight, rule.feedback["layers.1.weight"]
+        >>> bool((B == torch.sign(W)).all())
+        True
+
+    .. note:: :math:`c_l > 0` changes the error's size, never its direction.
+       The theory's sign-FA is ``scale=False`` (:math:`c_l = 1`); the default
+       follows biotorch's uSF. :math:`B_l` is rewritten from the current
+       :math:`W_l` at every ``step`` (and in ``forward`` whenever :math:`W_l`
+       has changed) into the same tensor, so ``rule.feedback`` stays live;
+       :math:`\operatorname{sign}(0) = 0`.
+
+    Taught in: {ref}`fa-family`.
+    """
+
+    def init_magnitude(self, W: Tensor) -> float:
+        return xavier_std(W.shape) if self.options["scale"] else 1.0
+
+
+@register("frsf", family=_FAMILY, defaults=_DEFAULTS,
+          summary="fixed random magnitudes with the signs of W")
+@_fill_args
+class FixedRandomSignFeedback(_SignFeedback):
+    r"""Fixed-random-magnitude sign feedback (frSF): fixed random sizes, W's signs.
+
+    .. math::
+        B_l \leftarrow |B_l^{(0)}| \odot \operatorname{sign}(W_l)
+        \text{ every step}, \qquad
+        \delta_l \leftarrow (B_{l+1}^\top \delta_{l+1}) \odot f'(a_l), \qquad
+        \nabla_{W_l} \leftarrow \delta_l h_{l-1}^\top
+
+    with :math:`B_l^{(0)}` Xavier-uniform, drawn once. Moskovitz, Litwin-Kumar &
+    Abbott (2018), "Feedback alignment in deep convolutional networks",
+    https://arxiv.org/abs/1812.06488.
+
+    Args:
+        {common_args}
+
+    Example:
+        >>> import torch, fa_tutor as ft
+        >>> model = ft.models.MLP(4, [8], 3)
+        >>> rule = ft.make_rule("frsf", model, seed=0)
+        >>> W, B = model.layers[1].weight, rule.feedback["layers.1.weight"]
+        >>> bool((torch.sign(B) == torch.sign(W)).all())
+        True
+
+    .. note:: :math:`B_l` is rewritten in place from the current :math:`W_l` at
+       every ``step`` (and in ``forward`` whenever :math:`W_l` has changed), so
+       a write into ``rule.feedback`` lasts until then; the magnitudes
+       :math:`|B_l^{(0)}|` are ``rule.magnitude`` (write there to change them).
+
+    Taught in: {ref}`fa-family`.
+    """
+
+    def init_magnitude(self, W: Tensor) -> Tensor:
+        return self.xavier_uniform(W).abs_()  # |B_l^(0)|, drawn once
+
+
+@register("brsf", family=_FAMILY, defaults=_DEFAULTS,
+          summary="random magnitudes redrawn every step, signs of W")
+@_fill_args
+class BatchRandomSignFeedback(_SignFeedback):
+    r"""Batch-random-magnitude sign feedback (brSF): new random sizes every step.
+
+    .. math::
+        R_l \sim \mathcal{U}(-\sqrt{3}\,c_l, \sqrt{3}\,c_l), \quad
+        B_l \leftarrow |R_l| \odot \operatorname{sign}(W_l) \text{ every step},
+        \quad \delta_l \leftarrow (B_{l+1}^\top \delta_{l+1}) \odot f'(a_l),
+        \quad \nabla_{W_l} \leftarrow \delta_l h_{l-1}^\top
+
+    with :math:`c_l` the layer's Xavier std. Moskovitz, Litwin-Kumar & Abbott
+    (2018), https://arxiv.org/abs/1812.06488.
+
+    Args:
+        {common_args}
+
+    Example:
+        >>> import torch, fa_tutor as ft
+        >>> model = ft.models.MLP(4, [8], 3)
+        >>> rule = ft.make_rule("brsf", model, seed=0)
+        >>> B0 = rule.feedback["layers.1.weight"].clone()
+        >>> loss = rule.step(torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1]))
+        >>> bool((B0 == rule.feedback["layers.1.weight"]).all())
+        False
+
+    .. note:: The magnitudes ``rule.magnitude`` are redrawn from
+       ``rule.generator`` once at the start of every ``step``, into the same
+       tensors; a bare ``forward`` keeps them and only follows the signs.
+
+    Taught in: {ref}`fa-family`.
+    """
+
+    def init_magnitude(self, W: Tensor) -> Tensor:
+        return self.xavier_uniform(W).abs_()
+
+    def update_feedback(self, new_step: bool) -> None:
+        if new_step:  # brSF: fresh |R_l|, drawn into the same tensors
+            for M in self.magnitude.values():
+                self.xavier_uniform(M, out=M).abs_()
+        super().update_feedback(new_step)
+
+
+@register("adafa", family=_FAMILY, defaults=_DEFAULTS,
+          summary="feedback fixed at the initial weights, B = W(0)")
+@_fill_args
+class AdaptiveFeedbackAlignment(LayerwiseFeedbackRule):
+    r"""adaFA: feedback alignment whose fixed B starts equal to the forward weights.
+
+    .. math::
+        B_l \leftarrow W_l(0) \text{ once}, \qquad
+        \delta_l \leftarrow (B_{l+1}^\top \delta_{l+1}) \odot f'(a_l), \qquad
+        \nabla_{W_l} \leftarrow \delta_l h_{l-1}^\top
+
+    so the first step is exactly backprop, and later steps drift from it as
+    :math:`W_l(t)` moves away from :math:`W_l(0)`. Boopathy & Fiete (2022), "How
+    to train your wide neural network without backprop: an input-weight
+    alignment perspective", https://arxiv.org/abs/2106.06651; named adaFA by
+    Robertson & Koyejo (2024), https://arxiv.org/abs/2306.01870.
+
+    Args:
+        {common_args}
+
+    Example:
+        >>> import torch, fa_tutor as ft
+        >>> model = ft.models.MLP(4, [8], 3)
+        >>> rule = ft.make_rule("adafa", model)
+        >>> W, B = model.layers[1].weight, rule.feedback["layers.1.weight"]
+        >>> bool((B == W).all())
+        True
+
+    .. note:: :math:`B_l` copies the weights when the rule is built: build the
+       rule right after initialising the model.
+
+    Taught in: {ref}`fa-family`.
+    """
+
+    def init_feedback(self, W: Tensor) -> Tensor:
+        return W.clone()
+
+
+@register("kp", family=_FAMILY, defaults=_DEFAULTS, learned_feedback=True,
+          summary="Kolen–Pollack: B gets W's update and weight decay")
+@_fill_args
+class KolenPollack(LayerwiseFeedbackRule):
+    r"""Kolen–Pollack: B gets the same update (and weight decay) as W, so they meet.
+
+    .. math::
+        \delta_l \leftarrow (B_{l+1}^\top \delta_{l+1}) \odot f'(a_l), \qquad
+        \nabla_{W_l} \leftarrow \delta_l h_{l-1}^\top, \qquad
+        \nabla_{B_l} \leftarrow \nabla_{W_l}
+
+    With SGD at rate :math:`\eta` and weight decay :math:`\lambda` on both,
+    :math:`W_l - B_l \leftarrow (1 - \eta\lambda)(W_l - B_l)`: the difference
+    decays and B becomes W without a weight ever being copied. Akrout, Wilson,
+    Humphreys, Lillicrap & Tweed (2019), "Deep learning without weight
+    transport", https://arxiv.org/abs/1904.05391.
+
+    Args:
+        {common_args}
+
+    Example:
+        >>> import torch, fa_tutor as ft
+        >>> model = ft.models.MLP(4, [8], 3)
+        >>> rule = ft.make_rule("kp", model, seed=0)
+        >>> opt = torch.optim.SGD([*model.parameters(), *rule.parameters()],
+        ...                       lr=0.1, weight_decay=1e-3)
+        >>> loss = rule.step(torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1]))
+        >>> W, B = model.layers[1].weight, rule.feedback["layers.1.weight"]
+        >>> bool((B.grad == W.grad).all())
+        True
+        >>> opt.step()
+
+    .. note:: :math:`B_l` starts Xavier-uniform random. ``step`` only writes
+       ``B.grad``; the optimizer applies it, so give ``rule.parameters()`` to
+       the model's optimizer (same learning rate, same weight decay).
+
+    Taught in: {ref}`fa-family`.
+    """
+
+    def init_feedback(self, W: Tensor) -> Tensor:
+        return self.xavier_uniform(W).requires_grad_(True)
+
+    def parameters(self) -> list[Tensor]:
+        return list(self.feedback.values())
+
+    def _compute_grads(self, x: Tensor, y: Tensor) -> Tensor:
+        loss = super()._compute_grads(x, y)
+        for layer in self.layers:  # KP: B's gradient is W's
+            self.feedback[layer.weight_name].grad = layer.weight.grad.clone()
+        return loss

@@ -3,17 +3,20 @@
 Per model, every rule is built on the same weights and timed in interleaved
 rounds (rule A, rule B, …, then again), so slow drifts of the machine hit every
 rule alike; the reported cost is the median over rounds of the mean step time.
-A step is ``zero_grad → rule.step(x, y) → optimizer.step()``.
+A step is ``zero_grad → rule.step(x, y) → optimizer.step()``. One inference
+forward pass (no grad) is timed in the same rounds, so each step is also
+reported in forward-pass units (``forward_passes``): where the cost goes.
 """
 from __future__ import annotations
 
 import copy
+import functools
 import statistics
 import time
 
 import torch
 
-from ...rules import available_rules, make_rule, rule_spec
+from ...rules import Rule, available_rules, make_rule, rule_spec
 from ...training import MODELS
 from ...data import Dataset
 from ..registry import Cell, experiment
@@ -22,12 +25,13 @@ from ..registry import Cell, experiment
 SETTINGS = {
     "mlp": ((784,), 10, 128, {"hidden": [512, 512], "activation": "relu"}),
     "lenet": ((3, 32, 32), 10, 64, {}),
-    "resnet18": ((3, 32, 32), 10, 32, {}),
-    "localmixer": ((3, 32, 32), 10, 64, {"config": "M/8/16"}),
+    "resnet18": ((3, 32, 32), 10, 16, {}),
+    "localmixer": ((3, 32, 32), 10, 32, {"config": "M/8/16"}),
 }
 TARGETS = {"layer-wise feedback": 1.10, "direct feedback": 1.05, "forward gradient": 1.20,
            "local loss": 1.20, "backprop": 1.0}
 FDFA_TARGET = 1.30
+FORWARD = "(forward pass)"  # the reference timed alongside the rules
 
 
 def target(rule: str) -> float:
@@ -51,6 +55,7 @@ def measure(cell: Cell, device: str, _: object) -> list[tuple[str, dict]]:
     y = torch.randint(0, classes, (batch,), device=device)
     runs: dict[str, tuple] = {}
     skipped: dict[str, str] = {}
+    failed: dict[str, str] = {}
     for name in available_rules():
         model = copy.deepcopy(base)
         try:
@@ -58,35 +63,53 @@ def measure(cell: Cell, device: str, _: object) -> list[tuple[str, dict]]:
             rule = make_rule(name, model, seed=cell.seed, **extra)
             params = [*model.parameters(), *rule.parameters()]
             opt = torch.optim.SGD(params, lr=1e-4)
-            for _ in range(2):  # warm-up (lazy shapes, allocator, caches)
+            for _ in range(cell.options.get("warmup", 2)):  # lazy shapes, allocator, caches
                 opt.zero_grad(set_to_none=True)
                 rule.step(x, y)
                 opt.step()
-        except ValueError as err:
+        except ValueError as err:  # the rule refuses this model (e.g. lg_* without local losses)
             skipped[name] = str(err).splitlines()[0]
             continue
+        except RuntimeError as err:  # the rule fails on this model: report it, time the others
+            failed[name] = f"{type(err).__name__}: {str(err).splitlines()[0]}"
+            continue
         runs[name] = (rule, opt)
-    times: dict[str, list[float]] = {n: [] for n in runs}
+    times: dict[str, list[float]] = {n: [] for n in [*runs, FORWARD]}
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def forward() -> None:  # the unit of "where the cost goes": one inference pass
+        with torch.no_grad():
+            base(x)
+
+    def step(rule: Rule, opt: torch.optim.Optimizer) -> None:
+        opt.zero_grad(set_to_none=True)
+        rule.step(x, y)
+        opt.step()
+
+    calls = {name: functools.partial(step, *run) for name, run in runs.items()}
+    calls[FORWARD] = forward
     for _ in range(rounds):
-        for name, (rule, opt) in runs.items():
+        for name, call in calls.items():
             sync()
             t0 = time.perf_counter()
             for _ in range(steps):
-                opt.zero_grad(set_to_none=True)
-                rule.step(x, y)
-                opt.step()
+                call()
             sync()
             times[name].append((time.perf_counter() - t0) / steps)
-    bp = statistics.median(times["bp"])
+    bp, fwd = statistics.median(times["bp"]), statistics.median(times[FORWARD])
     out = []
     for name, ts in times.items():
+        if name == FORWARD:
+            continue
         med = statistics.median(ts)
         out.append((name, {"seconds_per_step": med, "ratio_to_bp": med / bp, "target": target(name),
+                           "forward_seconds": fwd, "forward_passes": med / fwd,
                            "batch_size": batch, "rounds": rounds, "steps_per_round": steps,
                            "threads": torch.get_num_threads()}))
     for name, why in skipped.items():
         out.append((name, {"unsupported": why}))
+    for name, why in failed.items():
+        out.append((name, {"failed": why}))
     return out
 
 
@@ -95,8 +118,12 @@ def measure(cell: Cell, device: str, _: object) -> list[tuple[str, dict]]:
             runners={"measure": measure}, source="performance targets of the project")
 def cells(quick: bool) -> list[Cell]:
     scale = "quick" if quick else "full"
-    opts = {"rounds": 2, "steps": 2} if quick else {"rounds": 7, "steps": 10}
+    # full: 5 interleaved rounds of 2 steps per rule (minutes on a 2-core CPU);
+    # quick: one step per rule at batch 8 on the MLP and LeNet (a smoke test, not a timing)
+    opts = ({"rounds": 1, "steps": 1, "warmup": 1, "batch": 8} if quick
+            else {"rounds": 5, "steps": 2, "warmup": 2})
     models = ["mlp", "lenet"] if quick else list(SETTINGS)
     return [Cell("step-cost", "all", m, "synthetic", 0, scale,
-                 setting={"batch": SETTINGS[m][2]}, options={**opts, "model": m}, runner="measure")
+                 setting={"batch": opts.get("batch", SETTINGS[m][2])},
+                 options={**opts, "model": m}, runner="measure")
             for m in models]

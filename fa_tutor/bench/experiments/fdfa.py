@@ -1,0 +1,59 @@
+"""fdfa: forward direct feedback alignment against BP, DFA, DKP, FG-W and FG-A (Bacho & Chu).
+
+The released code's networks — the BatchNorm MLP (``fdfa_fc``: 2 hidden layers of
+800 units, 1000 for CIFAR-10) and the small CNN (``fdfa_cnn``: conv 15/40, fc 128)
+— and its training defaults: Adam lr 1e-4 on the forward weights and Adam lr 1e-4
+on learned feedback (dkp, fdfa), batch 64, 100 epochs, the lr multiplied by 0.95
+every epoch (``schedule="exponential"``, the released StepLR(γ=0.95)), no weight
+decay.
+
+Deviations: inputs are standardised with the training set's per-channel mean and
+std (the code uses mean 0.5, std 0.5), and the lr decay also applies to the
+feedback optimizer (the code decays the forward one only). The paper's own
+per-dataset settings and result tables are not available, so there is no
+published number to compare with.
+
+Data: Fashion-MNIST offline; MNIST and CIFAR-10 need ``python -m fa_tutor data fetch``.
+``--quick`` runs the Fashion-MNIST cells only (512 images, one epoch).
+"""
+from __future__ import annotations
+
+from ...training import RunConfig
+from ..registry import Cell, experiment
+from ._common import grid, pick, scale_of
+
+NAME = "fdfa"
+RULES = ["fdfa", "bp", "dfa", "dkp", "fg_w", "fg_a"]
+MODELS = ["fdfa_fc", "fdfa_cnn"]
+DATASETS = ["fashion_mnist", "mnist", "cifar10"]  # offline first
+OFFLINE = {"fashion_mnist"}
+SEEDS = [0]
+BASE = RunConfig(optimizer="adam", lr=1e-4, feedback_optimizer="adam", feedback_lr=1e-4,
+                 schedule="exponential", gamma=0.95, epochs=100, batch_size=64, normalize=True,
+                 eval_every=1)
+QUICK = {"epochs": 1}
+QUICK_DATA = {"n_train": 512, "n_test": 256}
+
+
+def model_options(model: str, dataset: str) -> dict:
+    """The released widths: 800 hidden units on 28×28 inputs, 1000 on CIFAR-10."""
+    if model == "fdfa_fc":
+        return {"hidden": 1000 if dataset == "cifar10" else 800, "n_layers": 2}
+    return {}
+
+
+@experiment(NAME, "FDFA vs BP, DFA, DKP, FG-W, FG-A on the FDFA reference FC net and small CNN: "
+            "Adam 1e-4, batch 64, lr x0.95 per epoch, 100 epochs; Fashion-MNIST offline, "
+            "MNIST / CIFAR-10 downloads.", offline=False,
+            source="Bacho & Chu 2024, released code defaults (github.com/Florian-BACHO/FDFA)")
+def cells(quick: bool) -> list[Cell]:
+    datasets = [d for d in DATASETS if d in OFFLINE] if quick else DATASETS
+    out = []
+    for p in grid(dataset=datasets, model=MODELS, rule=RULES, seed=pick(SEEDS, quick)):
+        cfg = BASE.replace(rule=p["rule"], seed=p["seed"], model=p["model"],
+                           dataset=p["dataset"],
+                           model_options=model_options(p["model"], p["dataset"]),
+                           data_options=QUICK_DATA if quick else {}, **(QUICK if quick else {}))
+        out.append(Cell(NAME, p["rule"], p["model"], p["dataset"], p["seed"], scale_of(quick),
+                        cfg))
+    return out

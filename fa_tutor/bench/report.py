@@ -1,0 +1,278 @@
+"""Benchmark results as DataFrames, the published numbers as data, and the chapters' tables.
+
+* :func:`load` — one row per result line: identity, the varying settings, the
+  scalar metrics, and provenance (``prov_*`` columns); :func:`histories` — the
+  per-epoch histories in long form.
+* :func:`published` — the published numbers quoted in the notes, each row with its
+  source; nothing here is ours.
+* :func:`summary`, :func:`provenance_table`, :func:`status` — the tables the
+  benchmark chapter shows, read from the committed ``results/*.jsonl`` only.
+
+Taught in: {ref}`benchmarks`.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .registry import get_experiment, list_experiments
+from .runner import read_results
+
+ID = ["experiment", "rule", "model", "dataset", "seed", "scale", "cell"]
+PROVENANCE = ["commit", "fa_tutor", "torch", "cuda", "device", "device_name", "started", "wall_s"]
+
+
+def load(experiment: str, out: str | Path | None = None, scale: str | None = None) -> pd.DataFrame:
+    """Result lines of ``experiment`` as a flat DataFrame (empty, with the id columns, if none).
+
+    Columns: :data:`ID`, one column per varying setting (e.g. ``width``), every
+    scalar metric (``test_accuracy`` …; percentages in percent), ``prov_<field>``
+    for the provenance, and ``config`` (the resolved config dict).
+    """
+    rows = []
+    for line in read_results(experiment, out):
+        if scale is not None and line["scale"] != scale:
+            continue
+        row = {k: line.get(k) for k in ID}
+        row.update(line.get("setting", {}))
+        row.update({k: v for k, v in line["metrics"].items() if not isinstance(v, (dict, list))})
+        row.update({f"prov_{k}": v for k, v in line["provenance"].items()})
+        row["config"] = line.get("config", {})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=None if rows else ID)
+
+
+def histories(experiment: str, out: str | Path | None = None,
+              scale: str | None = None) -> pd.DataFrame:
+    """Every stored history in long form: the id and setting columns plus one row per record."""
+    frames = []
+    for line in read_results(experiment, out):
+        hist = line["metrics"].get("history")
+        if not hist or (scale is not None and line["scale"] != scale):
+            continue
+        df = pd.DataFrame(hist)
+        for k, v in {**{k: line.get(k) for k in ID}, **line.get("setting", {})}.items():
+            df[k] = v
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ID)
+
+
+def sem(x: pd.Series) -> float:
+    """Standard error of the mean, :math:`s/\\sqrt n` (nan for a single value)."""
+    x = x.dropna()
+    return float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else math.nan
+
+
+def summary(df: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFrame:
+    """Mean, standard error and count over seeds of each metric, per ``by`` group."""
+    if df.empty:
+        return pd.DataFrame(columns=[*by, *[f"{m}_{s}" for m in metrics for s in
+                                            ("mean", "sem")], "n"])
+    g = df.groupby(by, sort=False)
+    out = pd.concat({m: g[m].agg(["mean", sem]) for m in metrics if m in df}, axis=1)
+    out.columns = [f"{m}_{s}" for m, s in out.columns]
+    out["n"] = g.size()
+    return out.reset_index()
+
+
+def mean_pm(df: pd.DataFrame, metric: str, digits: int = 2) -> pd.Series:
+    """``"mean ± sem"`` strings from :func:`summary` columns (just the mean for n = 1)."""
+    def fmt(m: float, s: float) -> str:
+        if m is None or (isinstance(m, float) and math.isnan(m)):
+            return "–"
+        return f"{m:.{digits}f}" if s is None or math.isnan(s) else f"{m:.{digits}f} ± {s:.{digits}f}"
+    return pd.Series([fmt(m, s) for m, s in zip(df[f"{metric}_mean"], df[f"{metric}_sem"])],
+                     index=df.index)
+
+
+def provenance_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per scale: cells, commits, devices, torch versions, first start and total wall time."""
+    if df.empty:
+        return pd.DataFrame(columns=["scale", "cells", "commit", "device", "torch", "started",
+                                     "wall_s_total"])
+    join = lambda s: ", ".join(sorted({str(v) for v in s if v is not None}))  # noqa: E731
+    g = df.drop_duplicates("cell").groupby("scale")
+    out = pd.DataFrame({
+        "cells": g.size(), "commit": g["prov_commit"].agg(join),
+        "device": g["prov_device_name"].agg(join) if "prov_device_name" in df else
+        g["prov_device"].agg(join),
+        "torch": g["prov_torch"].agg(join), "started": g["prov_started"].min(),
+        "wall_s_total": g["prov_wall_s"].sum().round(1)})
+    return out.reset_index()
+
+
+def status(experiments: list[str] | None = None, out: str | Path | None = None) -> pd.DataFrame:
+    """For every cell group of every experiment: how many full-grid cells have a result.
+
+    A group is (experiment, model, dataset, setting without the seed); a cell
+    counts as done only at its full-grid scale ("full" or "substituted"). Quick
+    results never count. Nothing is estimated: ``done`` counts result lines.
+    """
+    from ..data import DATASETS
+
+    def group(c) -> tuple[str, str, str]:
+        setting = ", ".join(f"{k}={v}" for k, v in c.setting.items() if k != "batch")
+        return c.model, c.dataset, setting
+
+    rows = []
+    exps = [get_experiment(e) for e in experiments] if experiments else list_experiments()
+    for exp in exps:
+        lines = read_results(exp.name, out)
+        done = {r["cell"] for r in lines if r["scale"] != "quick"}
+        quick = {r["cell"] for r in lines if r["scale"] == "quick"}
+        groups: dict[tuple, dict] = {}
+        for c in exp.cells(False):
+            g = groups.setdefault(group(c), {"scale": c.scale, "cells": 0, "done": 0,
+                                             "quick_done": 0})
+            g["cells"] += 1
+            g["done"] += c.key in done
+        for c in exp.cells(True):
+            if group(c) in groups:
+                groups[group(c)]["quick_done"] += c.key in quick
+        for (model, dataset, setting), g in groups.items():
+            info = DATASETS.get(dataset)
+            status = ("done" if g["done"] == g["cells"] else
+                      "partial" if g["done"] else "not yet run at full scale")
+            rows.append({"experiment": exp.name, "model": model, "dataset": dataset,
+                         "setting": setting, **g, "offline": info.offline if info else True,
+                         "status": status})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------
+# Published numbers (notes: prior-art.md §4, forward-gradients-and-fdfa.md §4). [reported]
+_BIOTORCH = "Sanfiz & Akrout 2021, biotorch Benchmarks.md (reported)"
+_BIOTORCH_MNIST = {  # rule: (MNIST, Fashion-MNIST) top-1 test error %, LeNet-5, best-val model
+    "bp": (0.91, 9.20), "fa": (1.70, 13.06), "usf": (0.94, 9.69), "brsf": (0.91, 10.02),
+    "frsf": (0.97, 9.61), "dfa": (1.61, 12.81)}
+_REN = "Ren, Kornblith, Liao & Hinton 2023, Table 3 (OpenReview submission)"
+_REN_COLUMNS = [("mnist", "S/1/1"), ("mnist", "M/1/16"), ("cifar10", "M/8/16"),
+                ("imagenet", "L/32/64")]
+_REN_TABLE3 = {  # rule: (test, train) error % per column above
+    "bp": [(2.66, 0.00), (2.41, 0.00), (33.62, 0.00), (36.82, 14.69)],
+    "l_bp": [(2.38, 0.00), (2.16, 0.00), (30.75, 0.00), (42.38, 22.80)],
+    "lg_bp": [(2.43, 0.00), (2.81, 0.00), (33.84, 0.05), (54.37, 39.66)],
+    "fa": [(2.82, 0.00), (2.90, 0.00), (39.94, 28.44), (94.55, 94.13)],
+    "l_fa": [(3.21, 0.00), (2.90, 0.00), (39.74, 28.98), (87.20, 85.69)],
+    "lg_fa": [(3.11, 0.00), (2.50, 0.00), (39.73, 32.32), (85.45, 82.83)],
+    "dfa": [(3.31, 0.00), (3.17, 0.00), (38.80, 33.69), (91.17, 90.28)],
+    "fg_w": [(9.25, 8.93), (8.56, 8.64), (55.95, 54.28), (97.71, 97.58)],
+    "fg_a": [(3.24, 1.53), (3.76, 1.75), (59.72, 41.29), (98.83, 98.80)],
+    "lg_fg_w": [(9.25, 8.93), (5.66, 4.59), (52.70, 51.71), (97.39, 97.29)],
+    "lg_fg_a": [(3.24, 1.53), (2.55, 0.00), (30.68, 19.39), (58.37, 44.86)]}
+_AKROUT = "Akrout et al. 2019, released experiments/*/results.json (reported)"
+_AKROUT_ACC = {("mnist", "mlp 784-500-10"): {"bp": (98.50, 98.50), "fa": (97.80, 97.80),
+                                             "kp": (98.45, 98.47)},
+               ("cifar10", "mlp 3072-1000-10"): {"bp": (48.18, 51.97), "fa": (42.96, 49.54),
+                                                 "kp": (47.57, 50.67)}}
+_DKP = "webstah/dkp-gist README (reported): CIFAR-10, 2 conv + 2 FC, 50 epochs, mean of 4"
+
+
+def published(source: str | None = None) -> pd.DataFrame:
+    """Published numbers as rows: source, dataset, model, rule, metric, value (%), note.
+
+    ``source`` filters by key: ``"biotorch"``, ``"ren2023"``, ``"akrout2019"``,
+    ``"dkp"``; None returns all. Robertson & Koyejo's Tables 1, 2 and B.1 are lost
+    (the notes keep their structure only), so they contribute no rows.
+    """
+    rows = []
+    for rule, (mnist, fashion) in _BIOTORCH_MNIST.items():
+        for ds, v in (("mnist", mnist), ("fashion_mnist", fashion)):
+            rows.append(("biotorch", _BIOTORCH, ds, "lenet5", rule, "test_error", v,
+                         "SGD m0.9, wd 1e-3, batch 64, 100 epochs, 32x32, best-val model"))
+    for rule, cols in _REN_TABLE3.items():
+        for (ds, mixer), (test, train) in zip(_REN_COLUMNS, cols):
+            for metric, v in (("test_error", test), ("train_error", train)):
+                rows.append(("ren2023", _REN, ds, f"localmixer {mixer}", rule, metric, v,
+                             "supervised; their DFA is a random local readout"))
+    for (ds, model), table in _AKROUT_ACC.items():
+        for rule, (final, best) in table.items():
+            rows.append(("akrout2019", _AKROUT, ds, model, rule, "test_accuracy", final,
+                         "final epoch; batch 128, 400 epochs"))
+            rows.append(("akrout2019", _AKROUT, ds, model, rule, "best_test_accuracy", best,
+                         "best epoch"))
+    for rule, v in (("bp", 70.47), ("dkp", 67.52), ("dfa", 61.02)):
+        rows.append(("dkp", _DKP, "cifar10", "cnn 2conv+2fc", rule, "test_accuracy", v, ""))
+    df = pd.DataFrame(rows, columns=["key", "source", "dataset", "model", "rule", "metric",
+                                     "value", "note"])
+    return df if source is None else df[df.key == source].reset_index(drop=True)
+
+
+def beside_published(ours: pd.DataFrame, source: str, dataset: str, metric: str = "test_error",
+                     model: str | None = None) -> pd.DataFrame:
+    """Our mean ± sem per rule next to the published value (NaN where none is published)."""
+    pub = published(source)
+    pub = pub[(pub.dataset == dataset) & (pub.metric == metric)]
+    if model is not None:
+        pub = pub[pub.model == model]
+    pub = pub.set_index("rule")["value"].rename(f"published {metric}")
+    s = summary(ours, ["rule", "scale"], [metric]) if not ours.empty else None
+    if s is None or s.empty:
+        return pub.reset_index()
+    s[f"ours {metric}"] = mean_pm(s, metric)
+    table = s[["rule", "scale", f"ours {metric}", "n"]].merge(
+        pub.reset_index(), on="rule", how="outer")
+    return table.replace({np.nan: None})
+
+
+# --------------------------------------------------------------------------------------
+# Tables describing the experiments themselves (from their declarations, not from results)
+def experiments_table(out: str | Path | None = None) -> pd.DataFrame:
+    """Every registered experiment: cells (full / quick), downloads, source, description,
+    and the measured wall time of its committed lines per scale (blank if none ran)."""
+    rows = []
+    for e in list_experiments():
+        lines = read_results(e.name, out)
+        wall = {}
+        for line in lines:  # a cell with several lines (step-cost) counts once
+            key = (line["scale"], line["cell"])
+            wall[key] = line["provenance"].get("wall_s") or 0.0
+        per_scale = {sc: round(sum(v for (s2, _), v in wall.items() if s2 == sc), 1)
+                     for sc in {k[0] for k in wall}}
+        rows.append({"experiment": e.name, "cells": len(e.cells(False)),
+                     "quick cells": len(e.cells(True)), "needs downloads": not e.offline,
+                     "quick wall s": per_scale.get("quick"),
+                     "full wall s": per_scale.get("full", per_scale.get("substituted")),
+                     "source": e.source, "description": e.description})
+    return pd.DataFrame(rows)
+
+
+def grid_table(experiment: str, quick: bool = False) -> pd.DataFrame:
+    """The declared grid: each config field (or axis) and its value(s) across the cells.
+
+    A field with one value is the fixed setting; a field with several is an axis
+    of the grid. Custom-runner cells contribute their ``options``.
+    """
+    cells = get_experiment(experiment).cells(quick)
+    values: dict[str, list] = {}
+    for c in cells:
+        fields = {"rule": c.rule, "model": c.model, "dataset": c.dataset, "seed": c.seed,
+                  **c.setting,
+                  **(c.config.to_dict() if c.config is not None else dict(c.options))}
+        for k, v in fields.items():
+            s = str(v)
+            if s not in values.setdefault(k, []):
+                values[k].append(s)
+    drop = {"device"}
+    return pd.DataFrame([{"field": k, "values": ", ".join(v), "varies": len(v) > 1}
+                         for k, v in values.items() if k not in drop])
+
+
+def step_cost_table(df: pd.DataFrame) -> pd.DataFrame:
+    """step-cost results: seconds/step ratio to bp per rule (rows) and model (columns).
+
+    Adds each rule's ``target`` and ``within target`` (every measured model at or
+    under it); rules a model cannot run are blank for that model.
+    """
+    if df.empty or "ratio_to_bp" not in df:
+        return pd.DataFrame()
+    ok = df.dropna(subset=["ratio_to_bp"])
+    table = ok.pivot_table(index="rule", columns="model", values="ratio_to_bp", aggfunc="median")
+    table["target"] = ok.groupby("rule")["target"].first()
+    models = [c for c in table.columns if c != "target"]
+    table["within target"] = (table[models].max(axis=1) <= table["target"]) | (
+        table.index == "bp")
+    return table.round(3)

@@ -1,0 +1,220 @@
+"""Benchmarks: grids are well formed, results follow the CONTRACT format, runs resume and skip.
+
+Small on purpose (CPU, seconds): one timing cell of step-cost and one training cell
+of conservation-noisy-mnist, both at --quick scale, into a temporary --out.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+
+import pandas as pd
+import pytest
+import torch
+
+import fa_tutor as ft
+import fa_tutor.bench.experiments  # noqa: F401  (registers every experiment)
+from fa_tutor.bench import EXPERIMENTS, list_experiments, read_results, run_experiment
+from fa_tutor.bench import report
+from fa_tutor.bench.runner import SweepError
+from fa_tutor.cli import main
+from fa_tutor.data import DATASETS, DatasetNotAvailable
+from fa_tutor.training import build_data
+
+NAMES = ["conservation-noisy-mnist", "estimator-variance", "fdfa", "lenet-cifar100-subsets",
+         "lenet-fashion-mnist", "localmixer", "resnet18-tinyimagenet-subsets", "step-cost"]
+PROVENANCE = {"commit", "fa_tutor", "torch", "cuda", "device", "started", "wall_s"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: on a shared 2-core machine two threads can run 40× slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def only_first_cell(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Shrink experiment ``name`` to the first cell of its grid (for fast runs)."""
+    exp = EXPERIMENTS[name]
+    monkeypatch.setitem(EXPERIMENTS, name,
+                        dataclasses.replace(exp, cells=lambda quick: exp.cells(quick)[:1]))
+
+
+def test_every_experiment_is_registered() -> None:
+    assert sorted(e.name for e in list_experiments()) == sorted(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("quick", [True, False])
+def test_grid_is_well_formed(name: str, quick: bool) -> None:
+    exp = EXPERIMENTS[name]
+    cells = exp.cells(quick)
+    assert cells, f"{name} has an empty grid"
+    keys = [c.key for c in cells]
+    assert len(set(keys)) == len(keys), f"{name}: duplicate cell keys"
+    for c in cells:
+        assert c.experiment == name
+        if quick:
+            assert c.scale == "quick"
+        else:
+            assert c.scale in ("full", "substituted")
+        if c.runner == "train":
+            assert c.config is not None and c.config.rule == c.rule
+            assert c.config.dataset == c.dataset and c.config.seed == c.seed
+        else:
+            assert c.runner in exp.runners, f"{name}: unknown runner {c.runner!r}"
+        assert c.dataset in DATASETS or c.dataset == "synthetic", c.dataset
+    # --quick is the same grid with a smaller budget: its settings are a subset
+    full = {json.dumps(c.setting, sort_keys=True) for c in exp.cells(False)}
+    if name != "step-cost":  # step-cost's setting is the batch size, smaller in --quick
+        assert {json.dumps(c.setting, sort_keys=True) for c in exp.cells(True)} <= full
+
+
+def test_quick_grids_use_a_smaller_budget() -> None:
+    for name in NAMES:
+        quick, full = EXPERIMENTS[name].cells(True), EXPERIMENTS[name].cells(False)
+        epochs = lambda cells: max((c.config or ft.RunConfig.from_dict(  # noqa: E731
+            {k: v for k, v in c.options.items() if k in ft.RunConfig.__dataclass_fields__}))
+            .epochs for c in cells)
+        if quick[0].runner in ("train", "train_recorded"):
+            assert epochs(quick) < epochs(full), name
+        assert len(quick) <= len(full), name
+
+
+def test_bench_list_cli(capsys: pytest.CaptureFixture) -> None:
+    assert main(["bench", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in NAMES:
+        assert re.search(rf"^{re.escape(name)}\s+\d+ cells \(\d+ quick\)", out, re.M), name
+
+
+def check_line(line: dict, experiment: str) -> None:
+    """One result line in the CONTRACT.md format."""
+    for field in ("experiment", "rule", "model", "dataset", "seed", "scale", "config", "metrics",
+                  "provenance"):
+        assert field in line, field
+    assert line["experiment"] == experiment and line["scale"] == "quick"
+    assert isinstance(line["seed"], int) and isinstance(line["config"], dict)
+    assert PROVENANCE <= set(line["provenance"])
+    prov = line["provenance"]
+    assert prov["torch"] == torch.__version__.split("+")[0] and prov["fa_tutor"] == ft.__version__
+    assert prov["device"] == "cpu" and prov["cuda"] is None and prov["wall_s"] >= 0
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", prov["started"])
+
+
+def test_step_cost_quick_writes_contract_lines(tmp_path, monkeypatch) -> None:
+    only_first_cell(monkeypatch, "step-cost")
+    lines = run_experiment("step-cost", quick=True, device="cpu", out=tmp_path, progress=False)
+    assert lines == read_results("step-cost", tmp_path)
+    rules = {ln["rule"] for ln in lines}
+    assert rules == set(ft.available_rules())  # every rule: a timing or a reason it can't run
+    for ln in lines:
+        check_line(ln, "step-cost")
+        m = ln["metrics"]
+        assert "unsupported" in m or "failed" in m or (
+            m["seconds_per_step"] > 0 and m["forward_passes"] > 0)
+    bp = next(ln for ln in lines if ln["rule"] == "bp")["metrics"]
+    assert bp["ratio_to_bp"] == 1.0
+
+
+def test_training_quick_cell_writes_contract_lines_and_rerun_skips(tmp_path, monkeypatch) -> None:
+    name = "conservation-noisy-mnist"
+    only_first_cell(monkeypatch, name)
+    lines = run_experiment(name, quick=True, device="cpu", out=tmp_path, progress=False)
+    assert len(lines) == 1
+    line = lines[0]
+    check_line(line, name)
+    m = line["metrics"]
+    assert 0.0 <= m["test_accuracy"] <= 100.0 and abs(m["test_error"] + m["test_accuracy"]
+                                                       - 100.0) < 1e-9
+    assert m["test_accuracy"] > 1.0  # percent, not a fraction
+    assert m["conservation_deviation"] >= 0 and len(m["history"]["epoch"]) == m["snapshots"]
+    assert "substituted" in line["config"]["note"].lower() or "mnist5k" in line["config"]["note"]
+    assert line["config"]["epochs"] == EXPERIMENTS[name].cells(True)[0].options["epochs"]
+    # a rerun skips the finished cell: no new line, file unchanged
+    before = (tmp_path / f"{name}.jsonl").read_text()
+    assert run_experiment(name, quick=True, device="cpu", out=tmp_path, progress=False) == []
+    assert (tmp_path / f"{name}.jsonl").read_text() == before
+    # report.load flattens it
+    df = report.load(name, out=tmp_path)
+    assert len(df) == 1 and df.loc[0, "width"] == 15 and df.loc[0, "prov_device"] == "cpu"
+    assert "history" not in df and df.loc[0, "conservation_deviation"] == m[
+        "conservation_deviation"]
+    assert len(report.histories(name, out=tmp_path)) == len(m["history"]["epoch"])
+
+
+class Interrupt(RuntimeError):
+    pass
+
+
+def test_interrupted_run_resumes_to_the_same_history(tmp_path) -> None:
+    """A run killed after epoch 3 and resumed from its checkpoint = the uninterrupted run."""
+    cfg = ft.RunConfig(model="mlp", model_options={"hidden": [16]}, rule="fa", dataset="digits",
+                       lr=0.05, momentum=0.9, epochs=6, batch_size=128, seed=3, device="cpu")
+    data = build_data(cfg)
+    norm = lambda model, rule, probe: float(model.layers[0].weight.detach().norm())  # noqa: E731
+    whole = ft.train(cfg, data=data, recorders={"norm": norm}, progress=False).history
+
+    def killer(model, rule, probe):
+        if len(killer.calls) == 3:  # during epoch 4's evaluation, before its checkpoint
+            raise Interrupt
+        killer.calls.append(1)
+        return norm(model, rule, probe)
+    killer.calls = []
+    ckpt = tmp_path / "run.pt"
+    with pytest.raises(Interrupt):
+        ft.train(cfg, data=data, recorders={"norm": killer}, checkpoint=ckpt,
+                 checkpoint_every_s=0.0, progress=False)
+    assert ckpt.exists()
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 3
+    resumed = ft.train(cfg, data=data, recorders={"norm": norm}, checkpoint=ckpt,
+                       progress=False).history
+    pd.testing.assert_frame_equal(resumed, whole, check_exact=True)
+
+
+@pytest.mark.parametrize("name", ["lenet-cifar100-subsets", "resnet18-tinyimagenet-subsets"])
+def test_download_experiments_fail_clearly_offline(name, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("FA_TUTOR_DATA", str(tmp_path / "empty"))
+    cell = EXPERIMENTS[name].cells(True)[0]
+    with pytest.raises(DatasetNotAvailable, match=r"python -m fa_tutor data fetch \w+"):
+        build_data(cell.config)
+    # through the runner: every cell fails with the loader's message, nothing is written
+    with pytest.raises(SweepError, match="DatasetNotAvailable") as err:
+        run_experiment(name, quick=True, device="cpu", out=tmp_path, progress=False, retries=0)
+    assert len(err.value.failures) == len(EXPERIMENTS[name].cells(True))
+    assert all("fa_tutor data fetch" in f.traceback for f in err.value.failures)
+    assert read_results(name, tmp_path) == []
+    assert main(["bench", "run", name, "--quick", "--out", str(tmp_path), "--limit", "1",
+                 "--retries", "0"]) == 1
+    assert "fa_tutor data fetch" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["localmixer", "fdfa"])
+def test_mixed_experiments_need_downloads_only_at_full_scale(name, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("FA_TUTOR_DATA", str(tmp_path / "empty"))
+    offline = {d for d, info in DATASETS.items() if info.offline}
+    assert {c.dataset for c in EXPERIMENTS[name].cells(True)} <= offline
+    online = [c for c in EXPERIMENTS[name].cells(False) if c.dataset not in offline]
+    assert online and not EXPERIMENTS[name].offline
+    with pytest.raises(DatasetNotAvailable, match="fa_tutor data fetch"):
+        build_data(online[0].config)
+
+
+def test_published_numbers_are_data_with_sources() -> None:
+    pub = report.published()
+    assert {"biotorch", "ren2023", "akrout2019", "dkp"} <= set(pub.key)
+    assert pub.source.str.len().min() > 10
+    row = pub[(pub.key == "biotorch") & (pub.dataset == "fashion_mnist") & (pub.rule == "fa")]
+    assert row.value.tolist() == [13.06]
+    ren = report.published("ren2023")
+    lgfga = ren[(ren.rule == "lg_fg_a") & (ren.dataset == "cifar10")]
+    assert dict(zip(lgfga.metric, lgfga.value)) == {"test_error": 30.68, "train_error": 19.39}
+
+
+def test_status_counts_only_full_grid_results(tmp_path) -> None:
+    st = report.status(["lenet-fashion-mnist"], out=tmp_path)
+    assert st.cells.sum() == len(EXPERIMENTS["lenet-fashion-mnist"].cells(False))
+    assert (st.done == 0).all() and (st.status == "not yet run at full scale").all()

@@ -1,0 +1,510 @@
+"""Layer-wise feedback rules (fa, usf, frsf, brsf, adafa, kp) against hand-derived maths.
+
+The oracle is a 2-hidden-layer tanh MLP whose backward pass is written out with
+explicit matrices: δ_l = (δ_{l+1} B_{l+1}) ⊙ f'(a_l), ∇W_l = δ_lᵀ h_{l-1}.
+"""
+import copy
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import fa_tutor as ft
+
+LAYERWISE = ["fa", "usf", "frsf", "brsf", "adafa", "kp"]
+NAMES = ["layers.0.weight", "layers.1.weight", "layers.2.weight"]
+TOL = dict(rtol=1e-10, atol=1e-12)
+
+
+def mlp(seed: int = 0, widths=(5, [7, 6], 4)) -> nn.Module:
+    torch.manual_seed(seed)
+    return ft.models.MLP(*widths, activation="tanh").double()
+
+
+def batch(n: int = 8, d: int = 5, k: int = 4, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    return x, torch.randint(0, k, (n,), generator=g)
+
+
+def oracle(model: nn.Module, x, y, B: dict) -> dict:
+    """Hand-written FA backward of the tanh MLP, with feedback B[name] for layers 2, 3."""
+    (W1, b1), (W2, b2), (W3, b3) = [(l.weight.detach(), l.bias.detach())
+                                    for l in model.layers]
+    a1 = x @ W1.T + b1
+    h1 = torch.tanh(a1)
+    a2 = h1 @ W2.T + b2
+    h2 = torch.tanh(a2)
+    logits = h2 @ W3.T + b3
+    # e = dL/dlogits of the mean cross-entropy
+    e = (torch.softmax(logits, 1) - F.one_hot(y, logits.shape[1])) / x.shape[0]
+    d2 = (e @ B[NAMES[2]]) * (1 - h2**2)  # δ_2 = (δ_3 B_3) ⊙ f'(a_2)
+    d1 = (d2 @ B[NAMES[1]]) * (1 - h1**2)  # δ_1 = (δ_2 B_2) ⊙ f'(a_1)
+    return {
+        "layers.0.weight": d1.T @ x, "layers.0.bias": d1.sum(0),
+        "layers.1.weight": d2.T @ h1, "layers.1.bias": d2.sum(0),
+        "layers.2.weight": e.T @ h2, "layers.2.bias": e.sum(0),
+    }
+
+
+def grads(model: nn.Module) -> dict:
+    return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def assert_grads(model: nn.Module, expected: dict) -> None:
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, expected[n], **TOL, msg=n)
+
+
+def xavier_bound(W: torch.Tensor) -> float:
+    fan_out, fan_in = W.shape[0], W.shape[1]
+    return math.sqrt(3) * math.sqrt(2 / (fan_in + fan_out))  # √3 · Xavier std
+
+
+def cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(a.flatten() @ b.flatten() / (a.norm() * b.norm()))
+
+
+# -- identities: B = W gives backprop --------------------------------------------------
+@pytest.mark.parametrize("arch", ["mlp", "lenet", "resnet18"])
+def test_fa_with_B_equal_W_is_backprop(arch):
+    torch.manual_seed(0)
+    if arch == "mlp":
+        model, (x, y) = mlp(), batch()
+    elif arch == "lenet":
+        model = ft.models.LeNet(5).double()
+        x, y = torch.randn(2, 3, 20, 20, dtype=torch.float64), torch.tensor([0, 4])
+    else:  # float32 (11 M weights; float64 convolutions are slow on CPU), BN in train mode
+        model = ft.models.resnet18(5).train()
+        x, y = torch.randn(2, 3, 8, 8), torch.tensor([1, 3])
+    ft.make_rule("bp", model).step(x, y)
+    expected = grads(model)
+    rule = ft.make_rule("fa", model, seed=0)
+    weights = {f"{n}.weight" for n, m in model.named_modules()
+               if isinstance(m, (nn.Linear, nn.Conv2d))}
+    assert set(rule.feedback) == weights  # every weight layer is converted
+    rule.step(x, y)  # random B: the first layer's gradient is not backprop's
+    first = next(iter(rule.feedback))
+    diff = model.get_parameter(first).grad - expected[first]
+    assert diff.norm() > 0.1 * expected[first].norm()
+    with torch.no_grad():
+        for name, W in model.named_parameters():
+            if name in rule.feedback:
+                rule.feedback[name].copy_(W)
+    rule.step(x, y)
+    tol = dict(rtol=1e-9, atol=1e-12) if x.dtype == torch.float64 else dict(rtol=1e-5, atol=1e-7)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, expected[n], **tol, msg=n)
+
+
+def test_adafa_first_step_is_backprop_then_fixed():
+    model, (x, y) = mlp(), batch()
+    ft.make_rule("bp", model).step(x, y)
+    expected = grads(model)
+    rule = ft.make_rule("adafa", model)
+    rule.step(x, y)
+    assert_grads(model, expected)
+    W0 = {k: B.clone() for k, B in rule.feedback.items()}
+    torch.optim.SGD(model.parameters(), lr=0.5).step()
+    rule.step(x, y)
+    for k, B in rule.feedback.items():
+        assert torch.equal(B, W0[k])  # fixed at W(0), not following W
+    assert_grads(model, oracle(model, x, y, W0))
+
+
+# -- the hand-derived oracle, rule by rule ---------------------------------------------
+def test_fa_oracle_and_xavier_draw():
+    model, (x, y) = mlp(), batch()
+    rule = ft.make_rule("fa", model, seed=3)
+    g = torch.Generator().manual_seed(3)  # the rule draws B_l in layer order from its seed
+    for name in NAMES:
+        W = model.get_parameter(name)
+        a = xavier_bound(W)
+        expected = torch.empty(W.shape, dtype=W.dtype).uniform_(-a, a, generator=g)
+        torch.testing.assert_close(rule.feedback[name], expected, rtol=0, atol=0)
+    rule.step(x, y)
+    assert_grads(model, oracle(model, x, y, rule.feedback))
+    # mutation check: the oracle with B := W (backprop) is clearly different
+    bp = oracle(model, x, y, dict(model.named_parameters()))
+    rel = (bp[NAMES[0]] - model.layers[0].weight.grad).norm() / bp[NAMES[0]].norm()
+    assert rel > 0.3
+    # the output layer's own update is the exact gradient
+    torch.testing.assert_close(model.layers[2].weight.grad, bp[NAMES[2]], **TOL)
+
+
+@pytest.mark.parametrize("scale", [True, False])
+def test_usf_oracle(scale):
+    model, (x, y) = mlp(), batch()
+    rule = ft.make_rule("usf", model, scale=scale)
+    B = {}
+    for name in NAMES:
+        W = model.get_parameter(name).detach()
+        c = math.sqrt(2 / (W.shape[0] + W.shape[1])) if scale else 1.0
+        B[name] = c * torch.sign(W)
+    rule.step(x, y)
+    assert_grads(model, oracle(model, x, y, B))
+    for name in NAMES:
+        torch.testing.assert_close(rule.feedback[name], B[name], rtol=0, atol=0)
+    # mutation check: dropping the sign (B := W) changes the hidden gradients
+    bp = oracle(model, x, y, dict(model.named_parameters()))
+    assert (bp[NAMES[0]] - model.layers[0].weight.grad).norm() > 0.1 * bp[NAMES[0]].norm()
+
+
+def test_frsf_oracle_reproduces_fixed_magnitudes():
+    model, (x, y) = mlp(), batch()
+    rule = ft.make_rule("frsf", model, seed=5)
+    g = torch.Generator().manual_seed(5)
+    M = {}
+    for name in NAMES:
+        W = model.get_parameter(name)
+        a = xavier_bound(W)
+        M[name] = torch.empty(W.shape, dtype=W.dtype).uniform_(-a, a, generator=g).abs()
+    for _ in range(2):  # the magnitudes stay, the signs follow W
+        B = {n: M[n] * torch.sign(model.get_parameter(n).detach()) for n in NAMES}
+        rule.step(x, y)
+        assert_grads(model, oracle(model, x, y, B))
+        with torch.no_grad():
+            model.layers[2].weight.neg_()
+
+
+def test_brsf_oracle_redraws_every_step():
+    model, (x, y) = mlp(), batch()
+    rule = ft.make_rule("brsf", model, seed=7)
+    before = {k: B.clone() for k, B in rule.feedback.items()}
+    rule.step(x, y)
+    # reproduce the draws: one per layer at construction, one per layer in the step
+    g = torch.Generator().manual_seed(7)
+    draws = []
+    for _ in range(2):
+        for name in NAMES:
+            W = model.get_parameter(name)
+            a = xavier_bound(W)
+            draw = torch.empty(W.shape, dtype=W.dtype).uniform_(-a, a, generator=g)
+            draws.append(draw.abs_())
+    B = {n: draws[3 + i] * torch.sign(model.get_parameter(n).detach())
+         for i, n in enumerate(NAMES)}
+    for n in NAMES:
+        torch.testing.assert_close(rule.feedback[n], B[n], rtol=0, atol=0)
+        assert not torch.equal(before[n], rule.feedback[n])
+    assert_grads(model, oracle(model, x, y, B))
+
+
+def test_kp_oracle_and_feedback_grad():
+    model, (x, y) = mlp(), batch()
+    rule = ft.make_rule("kp", model, seed=2)
+    B0 = {k: B.detach().clone() for k, B in rule.feedback.items()}
+    assert list(rule.parameters()) == list(rule.feedback.values())
+    assert all(B.requires_grad and B.is_leaf for B in rule.parameters())
+    rule.step(x, y)
+    assert_grads(model, oracle(model, x, y, B0))
+    for name in NAMES:
+        assert torch.equal(rule.feedback[name].grad, model.get_parameter(name).grad)
+        assert torch.equal(rule.feedback[name].detach(), B0[name])  # step never moves B
+
+
+def test_kp_same_update_same_weight_decay():
+    # With plain SGD, W − B ← (1 − ηλ)(W − B): the difference decays geometrically.
+    torch.manual_seed(0)
+    X = torch.randn(64, 20, dtype=torch.float64)
+    Y = (X @ torch.randn(20, 10, dtype=torch.float64)).argmax(1)
+    lr, wd, steps, name = 1.0, 0.3, 10, "layers.1.weight"
+    result = {}
+    for rule_name in ("kp", "fa"):
+        model = mlp(1, (20, [64], 10))
+        rule = ft.make_rule(rule_name, model, seed=0)
+        W, B = model.get_parameter(name), rule.feedback[name]
+        diff0 = (W - B).detach().norm()
+        opt = torch.optim.SGD([*model.parameters(), *rule.parameters()], lr=lr,
+                              weight_decay=wd)
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            rule.step(X, Y)
+            opt.step()
+        shrink = float((W - B).detach().norm() / diff0)
+        result[rule_name] = (cos(W.detach(), B.detach()), shrink)
+    assert result["kp"][1] == pytest.approx((1 - lr * wd) ** steps, rel=1e-9)
+    assert result["kp"][0] > 0.95
+    # FA's fixed B aligns only partly (W moves towards B, B never moves towards W)
+    assert result["fa"][0] < 0.85 and result["fa"][1] > 0.5
+    assert result["kp"][0] - result["fa"][0] > 0.15
+
+
+def test_sign_feedback_cosine_bound():
+    model, (x, y) = mlp(), batch()
+    rule = ft.make_rule("usf", model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    for _ in range(3):
+        opt.zero_grad()
+        rule.step(x, y)
+        opt.step()
+    rule.step(x, y)
+    for name in NAMES:
+        W, B = model.get_parameter(name).detach(), rule.feedback[name]
+        n = W.numel()
+        c = cos(W, B)
+        assert c >= 1 / math.sqrt(n)
+        closed_form = float(W.abs().sum() / (W.norm() * math.sqrt(n)))  # ‖W‖₁/(‖W‖₂√n)
+        assert c == pytest.approx(closed_form, rel=1e-12)
+
+
+# -- convolution and N-D inputs ---------------------------------------------------------
+CONV_CASES = [
+    dict(kernel_size=3),
+    dict(kernel_size=3, stride=2, padding=1),
+    dict(kernel_size=3, dilation=2, padding=2),
+    dict(kernel_size=3, groups=2, padding=1),
+    dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2)),
+    dict(kernel_size=3, padding="same"),
+    dict(kernel_size=4, padding="same", dilation=1),  # uneven: extra pad bottom/right
+    dict(kernel_size=3, padding="valid"),
+    dict(kernel_size=3, padding=1, padding_mode="circular"),
+    dict(kernel_size=3, padding=2, padding_mode="reflect"),
+    dict(kernel_size=3, padding=1, padding_mode="replicate"),
+]
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+@pytest.mark.parametrize("kw", CONV_CASES,
+                         ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()))
+def test_conv_input_grad_uses_B(kw):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, **kw).double()
+    rule = ft.make_rule("fa", nn.Sequential(conv), seed=1)
+    B = rule.feedback["0.weight"]
+    x = torch.randn(2, 4, 9, 8, dtype=torch.float64, requires_grad=True)
+    out = rule.forward(x)
+    plain = conv(x)
+    torch.testing.assert_close(out, plain, rtol=1e-12, atol=1e-12)
+    delta = torch.randn_like(out)
+    gx, gW = torch.autograd.grad(out, (x, conv.weight), delta)
+    # oracle: backprop through the same module with its weight replaced by B
+    with_B = torch.func.functional_call(conv, {"weight": B, "bias": conv.bias}, (x,))
+    gx_ref, = torch.autograd.grad(with_B, x, delta)
+    torch.testing.assert_close(gx, gx_ref, **TOL)
+    gx_bp, gW_bp = torch.autograd.grad(plain, (x, conv.weight), delta)
+    torch.testing.assert_close(gW, gW_bp, **TOL)  # the weight gradient is exact
+    if not isinstance(conv.padding, str) and conv.padding_mode == "zeros":
+        ref = torch.nn.grad.conv2d_input(x.shape, B, delta, conv.stride, conv.padding,
+                                         conv.dilation, conv.groups)
+        torch.testing.assert_close(gx, ref, **TOL)
+    assert (gx - gx_bp).abs().max() > 1e-3  # mutation check: not backprop's input gradient
+
+
+def test_nd_input_linear():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    rule = ft.make_rule("fa", model, seed=0)
+    # (batch, tokens, features)
+    x = torch.randn(2, 4, 6, dtype=torch.float64, requires_grad=True)
+    out = rule.forward(x)
+    torch.testing.assert_close(out, model(x), rtol=0, atol=0)
+    delta = torch.randn_like(out)
+    gx, gW1 = torch.autograd.grad(out, (x, model[0].weight), delta)
+    h = torch.tanh(x.detach() @ model[0].weight.detach().T + model[0].bias.detach())
+    d1 = (delta @ rule.feedback["2.weight"]) * (1 - h**2)  # (2, 4, 5)
+    torch.testing.assert_close(gx, d1 @ rule.feedback["0.weight"], **TOL)
+    torch.testing.assert_close(gW1, d1.reshape(-1, 5).T @ x.detach().reshape(-1, 6), **TOL)
+
+
+# -- torch.func ------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["fa", "usf", "kp"])
+def test_jvp_and_vmap(name):
+    model, (x, _) = mlp(), batch()
+    rule = ft.make_rule(name, model, seed=0)
+    v = torch.randn_like(x)
+    out, tangent = torch.func.jvp(rule.forward, (x,), (v,))
+    out_ref, tangent_ref = torch.func.jvp(model, (x,), (v,))
+    torch.testing.assert_close(out, out_ref, **TOL)
+    torch.testing.assert_close(tangent, tangent_ref, **TOL)
+    xs = torch.randn(3, 4, 5, dtype=torch.float64)
+    torch.testing.assert_close(torch.func.vmap(rule.forward)(xs), model(xs), **TOL)
+    # per-example input gradient of sum(logits) through the feedback path, under vmap
+    per_example = torch.func.vmap(torch.func.grad(lambda z: rule.forward(z).sum()))(x)
+    W1, b1 = model.layers[0].weight.detach(), model.layers[0].bias.detach()
+    W2, b2 = model.layers[1].weight.detach(), model.layers[1].bias.detach()
+    h1 = torch.tanh(x @ W1.T + b1)
+    h2 = torch.tanh(h1 @ W2.T + b2)
+    B = {k: t.detach() for k, t in rule.feedback.items()}
+    d2 = (torch.ones(len(x), 4, dtype=x.dtype) @ B[NAMES[2]]) * (1 - h2**2)
+    d1 = (d2 @ B[NAMES[1]]) * (1 - h1**2)
+    torch.testing.assert_close(per_example, d1 @ B[NAMES[0]], **TOL)
+
+
+# -- state: overwrite, seeds, live tensors, recompute -------------------------------------
+@pytest.mark.parametrize("name", LAYERWISE)
+def test_step_overwrites_and_seed_reproducible(name):
+    model, (x, y) = mlp(), batch()
+    twin = copy.deepcopy(model)
+    rule, rule_twin = ft.make_rule(name, model, seed=11), ft.make_rule(name, twin, seed=11)
+    other = ft.make_rule(name, copy.deepcopy(model), seed=12)
+    for _ in range(2):
+        rule.step(x, y)
+        rule_twin.step(x, y)
+    for (n, p), q in zip(model.named_parameters(), twin.parameters()):
+        assert torch.equal(p.grad, q.grad), n
+    for k in rule.feedback:
+        assert torch.equal(rule.feedback[k], rule_twin.feedback[k])
+    if name in ("fa", "frsf", "brsf", "kp"):  # the random ones
+        assert not torch.equal(rule.feedback[NAMES[1]], other.feedback[NAMES[1]])
+    if name != "brsf":  # same B twice ⇒ same grads, not doubled
+        first = grads(model)
+        rule.step(x, y)
+        for n, p in model.named_parameters():
+            assert torch.equal(p.grad, first[n]), n
+
+
+@pytest.mark.parametrize("name", ["fa", "adafa", "kp"])
+def test_feedback_is_live(name):
+    model, (x, y) = mlp(), batch()
+    rule = ft.make_rule(name, model, seed=0)
+    with torch.no_grad():
+        rule.feedback[NAMES[2]].zero_()  # no error reaches the hidden layers
+    rule.step(x, y)
+    assert (model.layers[0].weight.grad == 0).all()
+    assert (model.layers[1].weight.grad == 0).all()
+    assert model.layers[2].weight.grad.abs().max() > 1e-4
+    with torch.no_grad():
+        rule.feedback[NAMES[2]].normal_()
+    rule.step(x, y)
+    B = {k: B.detach() for k, B in rule.feedback.items()}
+    assert_grads(model, oracle(model, x, y, B))
+
+
+@pytest.mark.parametrize("name", ["usf", "frsf", "brsf"])
+def test_sign_rules_follow_W_in_place(name):
+    model, (x, y) = mlp(), batch()
+    rule = ft.make_rule(name, model, seed=0)
+    B = rule.feedback[NAMES[2]]
+    ptr = B.data_ptr()
+    with torch.no_grad():
+        model.layers[2].weight.neg_()
+    rule.step(x, y)
+    assert rule.feedback[NAMES[2]] is B and B.data_ptr() == ptr  # same tensor, in place
+    assert torch.equal(torch.sign(B), torch.sign(model.layers[2].weight.detach()))
+    assert_grads(model, oracle(model, x, y, rule.feedback))
+
+
+def test_sign_forward_follows_W_and_keeps_saved_graphs_valid():
+    model, (x, _) = mlp(), batch()
+    rule = ft.make_rule("usf", model, scale=False)
+    out1, out2 = rule.forward(x), rule.forward(x)  # W unchanged: B is not rewritten
+    (out1.sum() + out2.sum()).backward()  # so the first graph's saved B is still valid
+    with torch.no_grad():
+        model.layers[1].weight.mul_(-1)
+    rule.forward(x)  # W changed: a bare forward re-signs B too
+    assert torch.equal(rule.feedback[NAMES[1]], torch.sign(model.layers[1].weight.detach()))
+
+
+# -- errors and warnings ----------------------------------------------------------------
+def test_unknown_rule_lists_choices():
+    choices = r"Unknown rule 'fx'; choose one of: .*adafa.*brsf.*fa.*frsf.*kp.*usf"
+    with pytest.raises(ValueError, match=choices):
+        ft.make_rule("fx", mlp())
+
+
+@pytest.mark.parametrize("bad, match", [
+    (nn.Conv1d(3, 4, 3), r"'0'.*Conv1d"),
+    (nn.Embedding(10, 4), r"'0'.*Embedding"),
+])
+def test_unsupported_layer(bad, match):
+    model = nn.Sequential(bad, nn.Flatten(), nn.LazyLinear(2))
+    with pytest.raises(ValueError, match=match):
+        ft.make_rule("fa", model)
+    with pytest.warns(UserWarning, match=match):
+        model = nn.Sequential(bad, nn.Flatten(), nn.Linear(8, 2))
+        ft.make_rule("fa", model, unsupported="warn")
+
+
+def test_multihead_attention_out_proj_is_reported():
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.head(self.attn(x, x, x)[0].mean(1))
+
+    model = Attn()
+    with pytest.raises(ValueError, match="'attn'"):
+        ft.make_rule("fa", model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ft.make_rule("fa", model, unsupported="warn")
+    messages = " ".join(str(w.message) for w in caught)
+    assert "'attn' (MultiheadAttention)" in messages and "'attn.out_proj'" in messages
+    model.attn.in_proj_weight.requires_grad_(False)
+    model.attn.in_proj_bias.requires_grad_(False)
+    with pytest.raises(ValueError, match="attn.out_proj"):  # never silently BP
+        ft.make_rule("fa", model)
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"scale": True}, r"unknown option.*scale.*unsupported"),
+    ({"unsupported": "ignore"}, r"'ignore'.*'error' or 'warn'"),
+])
+def test_bad_options(options, match):
+    with pytest.raises(ValueError, match=match):
+        ft.make_rule("fa", mlp(), **options)
+
+
+def test_usf_scale_must_be_bool():
+    with pytest.raises(ValueError, match="scale='yes'"):
+        ft.make_rule("usf", mlp(), scale="yes")
+
+
+@pytest.mark.parametrize("name", LAYERWISE)
+def test_nan_loss_raises(name):
+    model, (x, y) = mlp(), batch()
+    x[0, 0] = float("nan")
+    with pytest.raises(ft.NonFiniteLossError, match="not finite"):
+        ft.make_rule(name, model, seed=0).step(x, y)
+
+
+def test_repr_and_devices():
+    model = mlp()
+    assert repr(ft.make_rule("usf", model, seed=4)) == (
+        "UniformSignFeedback(name='usf', seed=4, unsupported='error', scale=True)")
+    for name in LAYERWISE:
+        rule = ft.make_rule(name, model, seed=0)
+        for k, B in rule.feedback.items():
+            W = model.get_parameter(k)
+            assert B.shape == W.shape and B.dtype == W.dtype and B.device == W.device
+        assert (list(rule.parameters()) != []) == (name == "kp")
+
+
+def test_moved_model_gets_clear_error():
+    model, (x, y) = mlp(), batch()
+    rule = ft.make_rule("fa", model, seed=0)
+    model.float()
+    with pytest.raises(ValueError, match="build the rule after moving the model"):
+        rule.step(x.float(), y)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", LAYERWISE)
+def test_cuda(name):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(4 * 8 * 8, 5)).double().cuda()
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64, device="cuda")
+    y = torch.tensor([0, 1, 2, 3], device="cuda")
+    rule = ft.make_rule(name, model, seed=0)
+    for B in rule.feedback.values():
+        assert B.is_cuda
+    rule.step(x, y)
+    rule.step(x, y)
+    assert all(p.grad.is_cuda for p in model.parameters())
+    with torch.no_grad():
+        for k, B in rule.feedback.items():
+            B.copy_(model.get_parameter(k))
+    if name in ("fa", "adafa", "kp"):  # fixed B: B = W gives backprop on the GPU too
+        rule.step(x, y)
+        fa_grads = grads(model)
+        ft.make_rule("bp", model).step(x, y)
+        for n, p in model.named_parameters():
+            torch.testing.assert_close(fa_grads[n], p.grad, rtol=1e-9, atol=1e-12)
