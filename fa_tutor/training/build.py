@@ -20,10 +20,11 @@ def _named(cls_name: str, **fixed) -> Callable[..., nn.Module]:
     def build(data: Dataset, **options) -> nn.Module:
         cls = getattr(models, cls_name)
         channels = data.feature_shape[0]
-        if cls_name in ("LeNet", "LeNet5", "resnet18", "FDFAConvNet"):
+        if cls_name in ("LeNet", "LeNet5", "resnet18"):
             options.setdefault("in_channels", channels)
         if cls_name == "FDFAConvNet":
             options.setdefault("image_size", data.feature_shape[-1])
+            return cls(options.pop("in_channels", channels), data.num_classes, **options)
         if cls_name == "FDFANet":
             return cls(data.in_features, data.num_classes, **options)
         if cls_name == "LocalMixer":
