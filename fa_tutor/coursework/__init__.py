@@ -8,3 +8,4 @@ from . import checks_fa_family  # noqa: E402,F401  (registers the chapter checks
 from . import checks_implicit_regularization  # noqa: E402,F401  (registers the chapter checks)
 from . import checks_conservation_law  # noqa: E402,F401  (registers the chapter checks)
 from . import checks_alignment_dominance  # noqa: E402,F401  (registers the chapter checks)
+from . import checks_forward_gradients  # noqa: E402,F401  (registers the chapter checks)

@@ -97,10 +97,3 @@ def conservation_law_ex4(step_drift: Callable[[Tensor, float], Tensor]) -> str:
             f"{got.detach().numpy()}. Hint: expand ½‖W1[i,:] − lr·g[i,:]‖² − "
             "½‖W1[i,:]‖²; the first-order terms cancel against the outgoing side.")
     return "conservation_law_ex4: all checks passed"
-
-
-# ``ft.checks`` is the ``checks`` module: make this chapter's checks reachable there too.
-from . import checks as _checks  # noqa: E402
-
-_checks.conservation_law_ex3 = conservation_law_ex3
-_checks.conservation_law_ex4 = conservation_law_ex4

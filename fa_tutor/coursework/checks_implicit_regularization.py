@@ -66,7 +66,8 @@ def implicit_regularization_ex2(conservation_sides: Sides) -> str:
                     else "")
             raise AssertionError(
                 f"numerator for a {d}-{m}-{k} net: expected {want[0]:.6g}, got {num:.6g}{hint}. "
-                "Hint: ½(‖W1(t)‖² − ‖W1(0)‖²), row norms summed over the hidden neurons.")
+                "Hint: ½(‖W1(t)‖² − ‖W1(0)‖²), row norms summed over the hidden "
+                "neurons.")
         if not math.isclose(den, want[1], rel_tol=1e-9, abs_tol=1e-12):
             raise AssertionError(
                 f"denominator for a {d}-{m}-{k} net: expected {want[1]:.6g}, got {den:.6g}. "

@@ -4,7 +4,7 @@ Robertson & Koyejo (2024) train two-layer nets on 4k MNIST digits with 20% label
 noise (:func:`noisy_mnist`) and LeNet / ResNet-18 on random k-class subsets of
 CIFAR-100 and Tiny-ImageNet (:func:`class_subset`).
 
-Taught in: {ref}`feedback-alignment-theory`.
+Taught in: {ref}`implicit-regularization`.
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ Labels are :math:`y \in \{-1, +1\}` (float) by default, the convention of the
 exponential margin loss :math:`\ell(y f(x)) = e^{-y f(x)}`; ``labels="01"``
 gives int64 classes :math:`\{0, 1\}` (class 1 ↔ :math:`y = +1`) for cross-entropy.
 
-Taught in: {ref}`feedback-alignment-theory`.
+Taught in: {ref}`alignment-dominance`.
 """
 from __future__ import annotations
 

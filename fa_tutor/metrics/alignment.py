@@ -13,7 +13,7 @@ Three measurements, all cosines of flattened tensors,
 * :func:`sign_alignment_bound` and :func:`dale_statistics`: the sign-FA lower
   bound (Prop. 5.3) and the sign structure behind Lemma 5.4.
 
-Taught in: {ref}`feedback-alignment-theory`.
+Taught in: {ref}`alignment-dominance`.
 """
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ not satisfy it. For conv layers the weight-sharing form holds per channel
 :math:`c`: :math:`\tfrac12\Delta\|K_l[c,\ldots]\|^2 =
 \Delta\langle K_{l+1}[:,c,\ldots], B_{l+1}[:,c,\ldots]\rangle`.
 
-Taught in: {ref}`feedback-alignment-theory`.
+Taught in: {ref}`conservation-law`.
 """
 from __future__ import annotations
 

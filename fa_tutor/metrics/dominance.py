@@ -18,7 +18,7 @@ Integrating it (Thm 5.1) bounds the loss:
 loss curve; :func:`dominance_bound` draws the bound. Time is the flow's time:
 for SGD with learning rate :math:`\eta`, step :math:`k` is :math:`t = \eta k`.
 
-Taught in: {ref}`feedback-alignment-theory`.
+Taught in: {ref}`alignment-dominance`.
 """
 from __future__ import annotations
 
