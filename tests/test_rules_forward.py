@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fa_tutor as ft
+from fa_tutor.rules.base import rule_generator_seed
 
 DT = torch.float64
 
@@ -38,15 +39,15 @@ def rule_grads(name: str, model: nn.Module, x, y, **kw) -> list[torch.Tensor]:
 
 def tiny_mixer(blocks: int = 2, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return ft.models.LocalMixer(1, 4, 3, num_blocks=blocks, num_patches=2, channels=4,
-                                groups=2).to(DT)
+    return ft.models.LocalMixer(1, 4, 3, num_blocks=blocks, num_patches=2, channels=6,
+                                groups=2).to(DT)  # 3 channels per group: LN over 2 is constant
 
 
 # -- oracles ---------------------------------------------------------------------------
 def test_fg_w_is_directional_derivative_times_v():
     model, (x, y) = mlp(), batch()
     got = rule_grads("fg_w", model, x, y, seed=3)
-    gen = torch.Generator().manual_seed(3)
+    gen = torch.Generator().manual_seed(rule_generator_seed(3))
     v = [torch.randn(p.shape, generator=gen, dtype=DT) for p in model.parameters()]
     g = true_grads(model, x, y)
     d = sum((gi * vi).sum() for gi, vi in zip(g, v))  # ∇L·v
@@ -57,7 +58,7 @@ def test_fg_w_is_directional_derivative_times_v():
 def test_fg_w_independent_uses_one_direction_per_example():
     model, (x, y) = mlp(), batch(N=5)
     got = rule_grads("fg_w", model, x, y, seed=4, perturbation="independent")
-    gen = torch.Generator().manual_seed(4)
+    gen = torch.Generator().manual_seed(rule_generator_seed(4))
     V = [torch.randn((5, *p.shape), generator=gen, dtype=DT) for p in model.parameters()]
     expected = [torch.zeros_like(p) for p in model.parameters()]
     for n in range(5):  # ∇(ℓ_n / N) · v_n, times v_n
@@ -82,7 +83,7 @@ def test_fg_a_matches_hand_computation(perturbation):
     h2 = z2.relu()
     loss = F.cross_entropy(h2 @ W[2].T + b[2], y)
     deltas = torch.autograd.grad(loss, [z1, z2], retain_graph=True)  # ∂L/∂a_l
-    gen = torch.Generator().manual_seed(5)
+    gen = torch.Generator().manual_seed(rule_generator_seed(5))
     u = []
     for z in (z1, z2):  # drawn layer by layer, in forward order
         shape = z.shape if perturbation == "independent" else (1, z.shape[1])
@@ -109,7 +110,8 @@ def test_fg_a_local_backward_goes_through_layer_norm_only():
     xhat = (pre - mu) / sd
     a = (xhat * ln.weight + ln.bias).detach().requires_grad_()
     (delta,) = torch.autograd.grad(F.cross_entropy(out(a.relu()), y), a)
-    u = torch.randn(a.shape, generator=torch.Generator().manual_seed(6), dtype=DT) * (a > 0)
+    gen = torch.Generator().manual_seed(rule_generator_seed(6))
+    u = torch.randn(a.shape, generator=gen, dtype=DT) * (a > 0)
     ga = (delta * u).sum(1, keepdim=True) * u  # ĝ_a
     gx = ga * ln.weight  # LayerNorm backward, written out
     gpre = (gx - gx.mean(1, keepdim=True) - xhat * (gx * xhat).mean(1, keepdim=True)) / sd
@@ -140,7 +142,7 @@ def test_forward_gradient_is_unbiased_on_mlp(name, options):
     model, (x, y) = mlp(hidden=(6,)), batch()
     rule = ft.make_rule(name, model, seed=11, **options)
     samples = []
-    for _ in range(1500):
+    for _ in range(800):
         rule.step(x, y)
         samples.append([p.grad.clone() for p in model.parameters()])
     assert_unbiased(samples, true_grads(model, x, y))
@@ -155,7 +157,7 @@ def test_forward_gradient_is_unbiased_on_localmixer(name, reference):
     true = rule_grads(reference, model, x, y)
     rule = ft.make_rule(name, model, seed=12)
     samples = []
-    for _ in range(600):
+    for _ in range(400):
         rule.step(x, y)
         samples.append([p.grad.clone() for p in model.parameters()])
     assert_unbiased(samples, true)

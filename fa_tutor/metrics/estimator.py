@@ -23,7 +23,7 @@ from ..rules.base import Rule, make_rule, rule_spec
 def estimator_stats(model: nn.Module, rule: str | Rule, x: Tensor, y: Tensor,
                     n_samples: int = 100, *, reference: str | None = None, loss_fn=None,
                     seed: int = 0, resample: str = "step", **options: Any) -> pd.DataFrame:
-    r"""Statistics of ``n_samples`` updates of ``rule`` on the batch (x, y), per parameter and total.
+    r"""Statistics of ``n_samples`` updates of ``rule`` on one batch, per parameter and in total.
 
     With ĝ_s the s-th update (``rule.step`` writes it into ``.grad``), ḡ their mean
     and g the reference gradient (``bp``; ``lg_bp`` for ``lg_*`` rules, whose target
@@ -161,7 +161,7 @@ def gradient_moments(per_example: Tensor) -> tuple[float, float]:
 
 def check_variance_theory(model: nn.Module, x: Tensor, y: Tensor, *, n_samples: int = 2000,
                           seed: int = 0, loss_fn=None) -> pd.DataFrame:
-    r"""Measured vs predicted variance of FG-W and FG-A on the hidden layer of a one-hidden-layer MLP.
+    r"""Measured vs predicted variance of FG-W and FG-A, hidden layer of a one-hidden-layer MLP.
 
     For each estimator × perturbation and each trainable hidden-layer tensor I:
     ``measured`` (var_mean over ``n_samples`` draws, with standard error ``se``);

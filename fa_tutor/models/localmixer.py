@@ -119,12 +119,13 @@ class LocalMixer(nn.Module):
       other parameter (heads, classifier) reads a loss and gets its exact gradient.
     * ``local_credit(name, d, weight=False)``: given the per-copy directional
       derivatives ``d[b]`` (N, P, G), the one that pairs with each unit of layer
-      ``name``: a channel unit of group g at patch p gets ``d[b][n, p, g]``; a
+      ``name``.  Activity noise enters after the LayerNorm: a channel unit of group
+      g at patch p feeds copy (p, g) only and gets ``d[b][n, p, g]``; a
       token-mixing unit at patch p feeds every group of p and gets
       :math:`\sum_g d_b[n, p, g]`.  ``weight=True`` gives one value per output
-      unit (row of W) for perturbations shared over examples and patches: channel
-      rows get :math:`\sum_{n,p} d_b[n,p,g]`, token rows the block total (the
-      released code's pairing).
+      unit (row of W) for weight noise, shared by examples and patches: a grouped
+      row gets :math:`\sum_{n,p} d_b[n,p,g]`; dense and token rows get the block
+      total, because their noise enters before a LayerNorm over all channels.
 
     Args:
         in_channels: image channels.
@@ -146,9 +147,13 @@ class LocalMixer(nn.Module):
        LayerNorms (``begin_ln``, ``middle_ln``, ``inter_ln``, ``last_layer_ln``; off by
        default in the supervised trainer) are left out; the head/classifier
        learning-rate multipliers (``head_lr``, ``last_layer_lr``) belong to the
-       optimizer (parameter groups).  Parameter counts match Table 2 for S/1/1,
-       M/1/16, M/8/16 and L/8/64 (B block heads + classifier included); L/32/64's
-       17.3M cannot be reproduced from the code (notes §2.1).
+       optimizer (parameter groups).  The released code pairs a dense-layer weight
+       row with its own group only; the LayerNorm after that layer spreads the row's
+       perturbation over every group, so that pairing is biased, and
+       ``local_credit(weight=True)`` uses the block total instead.  Parameter
+       counts match Table 2 for S/1/1, M/1/16, M/8/16 and L/8/64 (B block heads +
+       classifier included); L/32/64's 17.3M cannot be reproduced from the code
+       (notes §2.1; ours: 26,556,296 at 224 px with 1000 classes).
 
     Taught in: {ref}`local-losses`.
     """
@@ -175,10 +180,9 @@ class LocalMixer(nn.Module):
             [PatchBlock(in_dim, C, G)] + [MixerBlock(P, C, G) for _ in range(num_blocks - 1)])
         self.heads = nn.ModuleList(nn.Linear(C, num_classes) for _ in range(num_blocks))
         self.classifier = nn.Linear(C, num_classes)
-        # body layer name -> (block, "token" | "channel")
-        self._layout = {f"blocks.{b}.{n}": (b, "token" if n == "token" else "channel")
-                        for b, blk in enumerate(self.blocks)
-                        for n, m in blk.named_children()}
+        # body layer name -> (block, "token" | "dense" | "grouped")
+        self._layout = {f"blocks.{b}.{n}": (b, n) for b, blk in enumerate(self.blocks)
+                        for n, _ in blk.named_children()}
 
     @classmethod
     def from_config(cls, name: str, *, in_channels: int | None = None,
@@ -250,14 +254,15 @@ class LocalMixer(nn.Module):
                              f"{', '.join(self._layout)}")
         b, kind = self._layout[name]
         db = d[b]  # (N, P, G)
+        width = self.sizes["channels"] // db.shape[-1]
+        if weight:  # shared by examples and patches; a row's noise enters before its LN
+            rows = self.get_submodule(name).weight.shape[0]
+            if kind == "grouped":  # LN within the group: row j reaches group j // (C/G) only
+                return db.sum((0, 1)).repeat_interleave(width)  # (C,)
+            return db.sum().expand(rows)  # LN over all channels: every group of the block
         if kind == "token":  # token p feeds every group of token p
-            credit = db.sum(-1, keepdim=True)  # (N, P, 1)
-        else:  # channel j feeds group j // (C/G) only
-            credit = db.repeat_interleave(self.sizes["channels"] // db.shape[-1], dim=-1)
-        if not weight:
-            return credit
-        rows = self.get_submodule(name).weight.shape[0]
-        return credit.sum((0, 1)).expand(rows)  # (rows,)
+            return db.sum(-1, keepdim=True)  # (N, P, 1)
+        return db.repeat_interleave(width, dim=-1)  # (N, P, C): unit j feeds group j // (C/G)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.sizes.items())

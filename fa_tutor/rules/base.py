@@ -16,6 +16,8 @@ Adding a rule is one class plus one ``@register`` line.
 """
 from __future__ import annotations
 
+import hashlib
+import inspect
 import logging
 import math
 from dataclasses import dataclass, field
@@ -104,8 +106,34 @@ def make_rule(
             "(it needs a `local_losses(x, y)` method, like fa_tutor.models.LocalMixer); "
             f"for a global loss use {name.removeprefix('lg_')!r}."
         )
+    _check_options(spec, options)
     merged = {**spec.defaults, **options}
     return spec.cls(model, loss_fn=loss_fn, seed=seed, **merged)
+
+
+def _check_options(spec: RuleSpec, options: dict[str, Any]) -> None:
+    """Unknown option names are a ``ValueError`` naming the valid ones (not a ``TypeError``).
+
+    Rules taking ``**options`` validate them in their own constructor.
+    """
+    params = inspect.signature(spec.cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    valid = set(params) - {"self", "model", "loss_fn", "seed"} | set(spec.defaults)
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise ValueError(f"rule {spec.name!r}: unknown option(s) {unknown}; valid options: "
+                         f"{', '.join(sorted(valid)) or 'none'}")
+
+
+def rule_generator_seed(seed: int) -> int:
+    """The seed of a rule's own generator, derived from ``seed``.
+
+    Derived rather than equal, so that ``torch.manual_seed(s)`` for the model and
+    ``make_rule(..., seed=s)`` do not draw the same numbers (B would copy W(0)).
+    """
+    digest = hashlib.sha256(f"fa_tutor.rule:{int(seed)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % (2**63)
 
 
 def _load_rule_modules() -> None:
@@ -123,7 +151,7 @@ class Rule:
         self.loss_fn: LossFn = loss_fn if loss_fn is not None else F.cross_entropy
         self.seed = seed if seed is not None else int(torch.seed() % (2**31))
         device = _model_device(model)
-        self.generator = torch.Generator(device=device).manual_seed(self.seed)
+        self.generator = torch.Generator(device=device).manual_seed(rule_generator_seed(self.seed))
         self.feedback: dict[str, Tensor] = {}
         self.options: dict[str, Any] = {}
 

@@ -139,12 +139,12 @@ class _DirectMode(ActivityMode):
         return fwAD.make_dual(primal.detach(), t)
 
 
-def _batch_norm_dual(x: Tensor, running_mean, running_var, weight=None, bias=None,
+def _batch_norm_dual(input: Tensor, running_mean, running_var, weight=None, bias=None,
                      training: bool = False, momentum: float = 0.1, eps: float = 1e-5):
     r"""``F.batch_norm`` with the batch-statistics tangent written out,
     :math:`\dot z = \gamma\sigma^{-1}(\dot x - \overline{\dot x}
     - \hat x\,\overline{\dot x \hat x})` (means over batch and space)."""
-    x, x_t = fwAD.unpack_dual(x)
+    x, x_t = fwAD.unpack_dual(input)  # same signature as F.batch_norm
     if x_t is None or not training:  # no tangent, or running statistics: PyTorch's own
         x = x if x_t is None else fwAD.make_dual(x, x_t)
         return F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum,
@@ -277,7 +277,7 @@ class DirectRule(Rule):
         return _Pass(logits, mode.h, mode.u, ydot)
 
     def _check_structure(self, mode: _DirectMode, out: Tensor) -> None:
-        mode.check_all_seen(self.name)
+        mode.check_all_seen(self.name, [out, *mode.h.values()])
         outputs = {layer.name for layer in mode.output_layers(out)}
         if not outputs:
             raise ValueError(
@@ -285,7 +285,7 @@ class DirectRule(Rule):
                 "layer (does it end with an activation?); direct rules need the logits, "
                 "so the output layer can get the true error.")
         covered = outputs | {l.name for group in mode.groups.values() for l in group}
-        missing = [l.name for l in self.layers if l.name not in covered]
+        missing = [l.name for l in self.layers if l.name not in covered and l.name in mode.seen]
         if missing:
             raise ValueError(f"rule {self.name!r}: layer(s) {missing} neither form a hidden "
                              "activity nor produce the output; the rule cannot train them")

@@ -122,7 +122,7 @@ class LayerwiseFeedbackRule(Rule):
         with mode:
             out = self.model(x)
         if not self._all_seen:  # once: did every converted layer go through B?
-            mode.check_all_seen(self.name)
+            mode.check_all_seen(self.name, [out])
             self._all_seen = True
         return out
 

@@ -44,21 +44,39 @@ def check_options(rule: str, perturbation: str, num_tangents: int, extra: dict) 
 
 
 def tangent(t: Tensor) -> Tensor | None:
-    return fwAD.unpack_dual(t).tangent
+    """The forward-mode tangent of t (None if it has none), cut from any reverse graph."""
+    t = fwAD.unpack_dual(t).tangent
+    return None if t is None else t.detach()
 
 
-def slope(act: Activation, z: Tensor) -> Tensor:
-    """f'(z) of an elementwise activation, by one forward-mode step with tangent 1."""
-    s = tangent(act(fwAD.make_dual(z.detach(), torch.ones_like(z))))
-    return torch.ones_like(z) if s is None else s
+def layer_norm_dual(x: Tensor, normalized_shape, weight: Tensor | None = None,
+                    bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """``F.layer_norm`` with the tangent of x written out (4× cheaper than PyTorch's rule).
+
+    ẏ = w ⊙ rstd ⊙ (ẋ − mean(ẋ) − x̂ ⊙ mean(x̂ ⊙ ẋ)); the normalization's own
+    parameters carry no tangent in these rules.
+    """
+    xp, xt = fwAD.unpack_dual(x)
+    w, b = (None if t is None else fwAD.unpack_dual(t).primal for t in (weight, bias))
+    y, mean, rstd = torch.native_layer_norm(xp, list(normalized_shape), w, b, eps)
+    if xt is None:
+        return y
+    dims = tuple(range(-len(normalized_shape), 0))
+    with torch.no_grad():
+        xhat = y if w is None and b is None else (xp - mean) * rstd
+        m = (xhat * xt).mean(dims, keepdim=True)
+        t = torch.addcmul(xt - xt.mean(dims, keepdim=True), xhat, m, value=-1).mul_(rstd)
+        t = t if w is None else t * w
+    return fwAD.make_dual(y, t)
 
 
 class PerturbMode(ActivityMode):
     """Run a model under forward AD with perturbed activities or weights and local reverse graphs.
 
     * ``activity=True``: each hidden pre-activation z (after its normalization and
-      residual, just before the activation) gets the tangent ũ = u ⊙ [σ'(z) ≠ 0];
-      ``(layer name, z, ũ)`` is appended to ``records``.
+      residual, just before the activation) of a layer with trainable parameters
+      gets the tangent ũ = u ⊙ [σ'(z) ≠ 0]; ``(layer name, z, ũ)`` is appended to
+      ``records``.
     * ``weights``: layer name -> (v_W, v_b): those layers run with tangent v on
       their weight and bias (their reverse graph is dropped).
     * After every activation the reverse graph is cut (the activity becomes a fresh
@@ -99,23 +117,28 @@ class PerturbMode(ActivityMode):
 
     def hidden(self, layers: list[Layer], z: Tensor, act: Activation) -> Tensor:
         zp, zt = fwAD.unpack_dual(z)
-        if not self.activity and zt is None:
+        perturb = self.activity and any(p.requires_grad for p in layers[0].module.parameters())
+        if not perturb and zt is None:  # frozen layers are not perturbed
             return act(zp.detach()).requires_grad_()
-        s = slope(act, zp)  # f'(a)
-        if self.activity:
+        hp, s = fwAD.unpack_dual(act(fwAD.make_dual(zp.detach(), torch.ones_like(zp))))
+        # hp = f(a), s = f'(a): one forward-mode step with tangent 1
+        if perturb:
             shape = (1, *zp.shape[1:]) if self.shared else zp.shape
             u = torch.randn(shape, generator=self.generator, device=zp.device, dtype=zp.dtype)
-            u = u * (s != 0)  # (N, ...): inactive ReLU units are not perturbed
+            u = u.expand_as(zp) if self.shared else u
+            u = u.masked_fill(s == 0, 0.0)  # inactive ReLU units get no perturbation
             self.records.append((layers[0].name, zp, u))
             zt = u if zt is None else zt + u  # ȧ ← ȧ + ũ
-        h = act(zp.detach()).requires_grad_()  # cut: a fresh leaf, the next layer's input
-        return fwAD.make_dual(h, s * zt)  # ḣ = f'(a) ȧ
+        h = hp.detach().requires_grad_()  # cut: a fresh leaf, the next layer's input
+        return fwAD.make_dual(h, zt * s)  # ḣ = f'(a) ȧ
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
         in_place = name.startswith(("__i", "__set")) or (name[-1:] == "_" and name[-2:] != "__")
-        if func is not _LINEAR and func is not _CONV2D and not in_place:
+        if func is F.layer_norm and args and tangent(args[0]) is not None:
+            func = layer_norm_dual  # same value, cheaper tangent; tags still follow
+        elif func is not _LINEAR and func is not _CONV2D and not in_place:
             args = tuple(self._zero_tangent(a, args) for a in args)
         return super().__torch_function__(func, types, args, kwargs)
 
@@ -157,7 +180,8 @@ def directional_derivatives(losses: list[Tensor], reads: list[Tensor],
 def activity_grads(records: list[tuple[str, Tensor, Tensor]], credit: Credit,
                    params: list[Tensor]) -> list:
     """ĝ_z ← credit(layer) ⊙ ũ for every perturbed layer, then each layer's local backward."""
-    if not records:
+    records = [r for r in records if r[1].requires_grad]  # layers with trainable weights
+    if not records or not params:
         return [None] * len(params)
     zs = [z for _, z, _ in records]
     g_z = [credit(name, z) * u for name, z, u in records]  # same shapes as z
@@ -174,7 +198,8 @@ def accumulate(total: list, *parts: list) -> list:
 def write_grads(params: list[Tensor], total: list, num_tangents: int) -> None:
     """p.grad ← the average over the tangents (zeros where nothing reached p)."""
     for p, g in zip(params, total):
-        p.grad = torch.zeros_like(p) if g is None else g / num_tangents if num_tangents > 1 else g
+        g = torch.zeros_like(p) if g is None else g.detach()
+        p.grad = g / num_tangents if num_tangents > 1 else g
 
 
 @register("fg_w", family="forward gradient", stochastic=True,
@@ -197,8 +222,9 @@ class ForwardGradientWeights(Rule):
         model: any ``nn.Module`` (``torch.func.functional_call`` runs it).
         loss_fn: ``loss_fn(logits, y) -> scalar``; defaults to mean cross-entropy.
         seed: seeds the rule's own generator (feedback init, perturbations); None draws one.
-        perturbation: ``"shared"`` (default): one v for the whole batch, d = ∇L·v
-            by ``torch.func.jvp`` of the batch loss: this is weight perturbation.
+        perturbation: ``"shared"`` (default): one v for the whole batch; d = ∇L·v is
+            the tangent of the batch loss after one forward pass with dual
+            parameters (``torch.autograd.forward_ad``): this is weight perturbation.
             ``"independent"``: example n gets its own v_n,
             :math:`\nabla_\theta \leftarrow \sum_n (\nabla_\theta L_n\cdot v_n)\, v_n`
             (Table 1's independent column), computed with ``vmap`` over examples: N
@@ -237,7 +263,9 @@ class ForwardGradientWeights(Rule):
         for _ in range(self.options["num_tangents"]):
             if self.options["perturbation"] == "shared":
                 v = [self._randn(p.shape, p) for p in params]
-                loss, d = jvp(lambda *ps: self.loss_fn(run(*ps), y), primals, tuple(v))
+                with fwAD.dual_level():  # one forward pass with tangent v on every parameter
+                    loss = self.loss_fn(run(*map(fwAD.make_dual, primals, v)), y)
+                    d = tangent(loss)  # ∇L·v
                 total = accumulate(total, [d * vi for vi in v])  # g = (∇L·v) v
             else:
                 v = [self._randn((x.shape[0], *p.shape), p) for p in params]  # v_n

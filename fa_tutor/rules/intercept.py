@@ -271,13 +271,38 @@ class WeightOpMode(TorchFunctionMode):
                 return self.conv2d(layer, x, W, b, stride, padding, dilation, groups)
         return func(*args, **kwargs)
 
-    def check_all_seen(self, rule: str) -> None:
-        """After a forward pass: every converted layer must have gone through the rule."""
-        missing = [l.name for l in self.layers.values() if l.name not in self.seen]
+    def check_all_seen(self, rule: str, outputs: list[Tensor] | None = None) -> None:
+        """After a forward pass: every converted layer the outputs depend on went through the rule.
+
+        A layer never called through ``F.linear``/``F.conv2d`` is an error when its
+        weight still reaches ``outputs`` through autograd (it was used another way,
+        e.g. inside ``nn.MultiheadAttention``); a layer the outputs don't depend on
+        at all (an unused head) is fine: it gets a zero update, as under backprop.
+        """
+        missing = [l for l in self.layers.values() if l.name not in self.seen]
+        if missing and outputs is not None:
+            reachable = _leaves_reachable(outputs)
+            missing = [l for l in missing if id(l.weight) in reachable]
         if missing:
             raise ValueError(
-                f"rule {rule!r}: layer(s) {missing} were not called through F.linear/F.conv2d "
-                "during the forward pass (e.g. a Linear used inside nn.MultiheadAttention, or an "
-                "unused layer), so the rule cannot replace their backward. Remove unused layers, "
-                "or restructure the model so its weight layers are called as modules."
+                f"rule {rule!r}: layer(s) {[l.name for l in missing]} were not called through "
+                "F.linear/F.conv2d during the forward pass (e.g. a Linear used inside "
+                "nn.MultiheadAttention), so the rule cannot replace their backward. Restructure "
+                "the model so its weight layers are called as modules."
             )
+
+
+def _leaves_reachable(outputs: list[Tensor]) -> set[int]:
+    """ids of the leaf tensors (parameters) the autograd graphs of ``outputs`` reach."""
+    stack = [t.grad_fn for t in outputs if isinstance(t, Tensor) and t.grad_fn is not None]
+    visited, leaves = set(), set()
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in visited:
+            continue
+        visited.add(fn)
+        variable = getattr(fn, "variable", None)  # AccumulateGrad nodes hold the leaf
+        if variable is not None:
+            leaves.add(id(variable))
+        stack.extend(next_fn for next_fn, _ in fn.next_functions)
+    return leaves

@@ -17,6 +17,10 @@ Copy c of loss b passes gradient and tangent only through ``features[b][:, c]``
 (the replicated, stop-gradient aggregator of eqs. (4)–(5)), so its directional
 derivative for example n is ``d_b[n, c] = (∂L_b/∂f_b ⊙ ḟ_b)[n, c].sum()``.
 :class:`fa_tutor.models.LocalMixer` implements the protocol (copies = patch × group).
+
+Random draws: ``lg_fg_a`` draws like ``fg_a`` (one u per perturbed layer, forward
+order); ``lg_fg_w`` draws v for the weight, then the bias, of each trainable body
+layer in registration order.
 """
 from __future__ import annotations
 
@@ -38,8 +42,11 @@ class LocalRule(Rule):
 
     needs: tuple[str, ...] = ("local_losses",)
 
-    def __init__(self, model: nn.Module, *, loss_fn=None, seed: int | None = None):
+    def __init__(self, model: nn.Module, *, loss_fn=None, seed: int | None = None,
+                 **extra: Any):
         super().__init__(model, loss_fn=loss_fn, seed=seed)
+        if extra:
+            raise ValueError(f"rule {self.name!r} takes no options, got {sorted(extra)}")
         missing = [m for m in self.needs if not callable(getattr(model, m, None))]
         if missing:
             raise ValueError(f"rule {self.name!r} needs a model with {', '.join(missing)} "
@@ -83,7 +90,7 @@ class LocalBackprop(LocalRule):
 
 
 class _FixedFeedback(WeightOpMode):
-    """FA inside every layer: the input gradient uses the fixed random B (intercept.py's Functions)."""
+    """FA in every layer: the input gradient uses the fixed random B (intercept.py's Functions)."""
 
     def __init__(self, layers: list[Layer], feedback: dict[str, Tensor]):
         super().__init__(layers)
@@ -130,8 +137,9 @@ class LocalFeedbackAlignment(LocalRule):
     Taught in: {ref}`local-losses`.
     """
 
-    def __init__(self, model: nn.Module, *, loss_fn=None, seed: int | None = None):
-        super().__init__(model, loss_fn=loss_fn, seed=seed)
+    def __init__(self, model: nn.Module, *, loss_fn=None, seed: int | None = None,
+                 **extra: Any):
+        super().__init__(model, loss_fn=loss_fn, seed=seed, **extra)
         self.layers = find_layers(model, rule="lg_fa")
         for layer in self.layers:
             W = layer.weight
@@ -172,7 +180,8 @@ class LocalForwardGradient(LocalRule):
         total: list = [None] * len(params)
         K, shared = self.options["num_tangents"], self.options["perturbation"] == "shared"
         for _ in range(K):
-            v = {} if self.activity else {l.name: self._draw(l.module) for l in self.body}
+            v = {} if self.activity else {l.name: self._draw(l.module) for l in self.body
+                                          if any(p.requires_grad for p in l.module.parameters())}
             with fwAD.dual_level():
                 with PerturbMode(self.layers, self.generator, activity=self.activity,
                                  shared=shared, weights=v) as mode:
@@ -259,9 +268,11 @@ class LocalForwardGradientWeights(LocalForwardGradient):
         v \sim \mathcal N(0, I), \qquad d_b[n,p,g] \leftarrow \nabla L_{b,p,g}\cdot
         \dot x_b[n,p,g], \qquad \nabla_{W_l[j,:]} \leftarrow
         \Big(\textstyle\sum_{n,p} d_b[n,p,g(j)]\Big)\, v_{W_l[j,:]}
+        \ \text{(grouped layers; dense and token rows: } \textstyle\sum_{n,p,g} d_b)
 
-    Row j of a channel layer feeds group g(j) only; token-mixing rows get the block
-    total (the released code's ``update_forward_grad_weights``).  Heads and the
+    Row j of a grouped layer feeds group g(j) only; dense and token-mixing rows
+    reach every group (their noise enters before a LayerNorm over all channels)
+    and get the block total (``local_credit(weight=True)``).  Heads and the
     classifier get exact gradients, with zero tangents.  Ren et al. (2023),
     https://arxiv.org/abs/2210.03310 (Table 3, "LG-FG-W").
 
@@ -278,6 +289,11 @@ class LocalForwardGradientWeights(LocalForwardGradient):
         ...                              channels=8, groups=2)
         >>> rule = ft.make_rule("lg_fg_w", model, seed=0)
         >>> loss = rule.step(torch.randn(5, 1, 8, 8), torch.tensor([0, 1, 2, 3, 4]))
+
+    .. note:: The released code (``update_forward_grad_weights``) pairs dense rows with
+       their own group g(j) only, which leaves out the other groups' share of the
+       gradient (a bias, measurable with ``fa_tutor.metrics.estimator_stats``); we
+       pair them with the block total, which is unbiased for LG-BP's update.
 
     Taught in: {ref}`local-losses`.
     """
