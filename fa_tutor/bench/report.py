@@ -83,7 +83,9 @@ def mean_pm(df: pd.DataFrame, metric: str, digits: int = 2) -> pd.Series:
     def fmt(m: float, s: float) -> str:
         if m is None or (isinstance(m, float) and math.isnan(m)):
             return "–"
-        return f"{m:.{digits}f}" if s is None or math.isnan(s) else f"{m:.{digits}f} ± {s:.{digits}f}"
+        if s is None or math.isnan(s):
+            return f"{m:.{digits}f}"
+        return f"{m:.{digits}f} ± {s:.{digits}f}"
     return pd.Series([fmt(m, s) for m, s in zip(df[f"{metric}_mean"], df[f"{metric}_sem"])],
                      index=df.index)
 

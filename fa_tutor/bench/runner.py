@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 import torch
 from tqdm.auto import tqdm
 
+from ..data import DatasetNotAvailable
 from ..training import train
 from ..utils import provenance, resolve_device
 from .registry import Cell, get_experiment
@@ -92,7 +93,7 @@ def execute_cell(experiment: str, quick: bool, key: str, device: str, checkpoint
     if cell.runner == "train":
         outcome: Any = train_cell(cell, dev, checkpoint)
     else:
-        outcome = exp.runners[cell.runner](cell, dev, None)
+        outcome = exp.runners[cell.runner](cell, dev, checkpoint)
     wall = time.perf_counter() - t0
     pairs = outcome if isinstance(outcome, list) else [(cell.rule, outcome)]
     if checkpoint.exists():
@@ -157,9 +158,10 @@ def _serial_backend(device: str) -> Backend:
                 try:
                     yield key, execute_cell(name, quick, key, device, ckpt, threads), None, attempt
                     break
-                except Exception:  # noqa: BLE001 - reported with its traceback, then retried
-                    if attempt == retries + 1:
+                except Exception as err:  # noqa: BLE001 - reported with its traceback, then retried
+                    if attempt == retries + 1 or isinstance(err, DatasetNotAvailable):
                         yield key, [], traceback.format_exc(), attempt
+                        break
     return run
 
 
@@ -188,8 +190,8 @@ def _pool_backend(workers: int, device: str) -> Backend:
                 job = futures[fut]
                 try:
                     yield job[2], fut.result(), None, attempts[job[2]]
-                except Exception:  # noqa: BLE001 - a raising cell or a dead worker
-                    if attempts[job[2]] > retries:
+                except Exception as err:  # noqa: BLE001 - a raising cell or a dead worker
+                    if attempts[job[2]] > retries or isinstance(err, DatasetNotAvailable):
                         yield job[2], [], traceback.format_exc(), attempts[job[2]]
                     else:
                         pending.append(job)

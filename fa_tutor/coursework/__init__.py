@@ -9,3 +9,5 @@ from . import checks_implicit_regularization  # noqa: E402,F401  (registers the 
 from . import checks_conservation_law  # noqa: E402,F401  (registers the chapter checks)
 from . import checks_alignment_dominance  # noqa: E402,F401  (registers the chapter checks)
 from . import checks_forward_gradients  # noqa: E402,F401  (registers the chapter checks)
+from . import checks_fdfa  # noqa: E402,F401  (registers the chapter checks)
+from . import checks_local_losses  # noqa: E402,F401  (registers the chapter checks)

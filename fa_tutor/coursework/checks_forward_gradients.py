@@ -20,7 +20,7 @@ def forward_gradients_ex2(fg_w: Callable) -> str:
 
     The student's ``fg_w(loss_of, params, v)`` is compared with the ``.grad`` that
     ``make_rule("fg_w", model, seed=s)`` writes, for the same tangents v (drawn from
-    a generator seeded like the rule's, in ``named_parameters`` order), on two MLPs.
+    a copy of the rule's generator, in ``named_parameters`` order), on two MLPs.
     """
     for seed, hidden in [(0, [5]), (3, [7, 4])]:
         with torch.random.fork_rng():  # leave the caller's global RNG untouched
@@ -29,10 +29,10 @@ def forward_gradients_ex2(fg_w: Callable) -> str:
             x = torch.randn(9, 6, dtype=torch.float64)
             y = torch.randint(0, 3, (9,))
         rule = make_rule("fg_w", model, seed=seed)
+        gen = torch.Generator().set_state(rule.generator.get_state())  # the rule's stream
         rule.step(x, y)
         names, params = zip(*model.named_parameters())
         want = [p.grad.clone() for p in params]
-        gen = torch.Generator().manual_seed(seed)
         v = tuple(torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in params)
 
         def loss_of(*ps: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Turn a RunConfig into data, a model, a rule and optimizers."""
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -130,7 +131,12 @@ def lr_factor(cfg: RunConfig, epoch: int) -> float:
         return cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
     if cfg.schedule == "exponential":
         return cfg.gamma ** epoch
-    raise ValueError(f"Unknown schedule {cfg.schedule!r}; choose constant, step or exponential")
+    if cfg.schedule == "linear":  # Ren et al.'s default: linear decay to 0 over the run
+        return 1.0 - epoch / cfg.epochs
+    if cfg.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
+    raise ValueError(f"Unknown schedule {cfg.schedule!r}; choose constant, step, exponential, "
+                     "linear or cosine")
 
 
 def standardizer(data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,7 +22,8 @@ class RunConfig:
     weight_decay: float = 0.0  # L2 weight decay (also applied to learned feedback: KP)
     feedback_optimizer: str | None = None  # optimizer of learned feedback (kp, dkp, fdfa); None = same
     feedback_lr: float | None = None  # its learning rate; None = lr
-    schedule: str = "constant"  # "constant", "step" (milestones × gamma) or "exponential" (gamma/epoch)
+    schedule: str = "constant"  # constant, step (milestones × gamma), exponential (gamma/epoch),
+    #                            linear (to 0 over the run) or cosine
     milestones: tuple = ()  # epochs at which "step" multiplies the lr by gamma
     gamma: float = 0.1  # decay factor
     epochs: int = 10  # passes over the training set

@@ -6,7 +6,8 @@ digits with 20 % of their labels flipped. Every 5 epochs the recorder measures
 the conservation ratio of Thm 5.2 (``ConservationTracker``),
 
 .. math::
-    R(t) = \frac{\sum_i \tfrac12\Delta\|W_1[i,:]\|^2}{\sum_i \Delta\langle W_2[:,i], B_2[:,i]\rangle}
+    R(t) = \frac{\sum_i \tfrac12\Delta\|W_1[i,:]\|^2}
+                {\sum_i \Delta\langle W_2[:,i], B_2[:,i]\rangle}
     \quad(\text{GD: } B_2 = W_2 \text{ and } \tfrac12\Delta\|W_2[:,i]\|^2),
 
 the alignment :math:`\cos\angle(W_2, B_2)` and the update's cosine to the true
@@ -80,13 +81,16 @@ class ConservationRecorder:
     def __call__(self, model: nn.Module, rule, probe) -> dict[str, float]:
         self.model0.load_state_dict(self.W0)
         feedback = {k: v.clone() for k, v in self.B0.items()}
-        tracker = ConservationTracker(self.model0, feedback)  # reference: W(0), B(0)
+        # reference: W(0), B(0)
+        tracker = ConservationTracker(self.model0, feedback)
+        # now: W(t), B(t)
         self.model0.load_state_dict(model.state_dict())
         feedback.update({k: v.detach() for k, v in rule.feedback.items()})
         tracker.snapshot()
         row = tracker.ratios().iloc[-1]
         W = [p for n, p in model.named_parameters() if n.endswith("weight")]
-        return {"cons_ratio": float(row["ratio"]), "cons_valid": float(bool(row["valid"])),
+        return {"cons_ratio": float(row["ratio"]),
+                "cons_valid": float(bool(row["valid"])),
                 "cons_condition": float(row["condition"]),
                 "norm_W1": float(W[0].norm()), "norm_W2": float(W[-1].norm())}
 
@@ -131,7 +135,8 @@ def run(cell: Cell, device: str, checkpoint: Path | None = None) -> dict:
 def cells(quick: bool) -> list[Cell]:
     base = base_config(quick)
     scale = scale_of(quick, "substituted")
-    points = grid(width=pick(WIDTHS, quick, "ends"), rule=RULES, seed=pick(SEEDS, quick))
+    # seed outermost: a partial run (--limit) completes whole width sweeps first
+    points = grid(seed=pick(SEEDS, quick), width=pick(WIDTHS, quick, "ends"), rule=RULES)
     out = []
     for p in points:
         cfg = base.replace(rule=p["rule"], seed=p["seed"],
