@@ -1,13 +1,9 @@
-"""Coursework: exercise checks, student-notebook export, and grading runs."""
+"""Coursework: exercise checks (one module per chapter), student-notebook export, grading runs."""
 from . import checks
+# each chapter's checks register themselves on import
+from . import (checks_alignment_dominance, checks_conservation_law, checks_fa_family,  # noqa: F401
+               checks_fdfa, checks_forward_gradients, checks_implicit_regularization,
+               checks_local_losses, checks_weight_transport)
 from .registry import CHECKS
 
 __all__ = ["CHECKS", "checks"]
-from . import checks_weight_transport  # noqa: E402,F401  (registers the chapter checks)
-from . import checks_fa_family  # noqa: E402,F401  (registers the chapter checks)
-from . import checks_implicit_regularization  # noqa: E402,F401  (registers the chapter checks)
-from . import checks_conservation_law  # noqa: E402,F401  (registers the chapter checks)
-from . import checks_alignment_dominance  # noqa: E402,F401  (registers the chapter checks)
-from . import checks_forward_gradients  # noqa: E402,F401  (registers the chapter checks)
-from . import checks_fdfa  # noqa: E402,F401  (registers the chapter checks)
-from . import checks_local_losses  # noqa: E402,F401  (registers the chapter checks)

@@ -80,10 +80,3 @@ def forward_gradients_ex3(table1: Callable) -> str:
                     "n = p·q numbers, FG-A n = q; (n+2)/N·V + (n+1)·S, and the independent "
                     "column divides the S term by N too.")
     return "forward_gradients_ex3: all checks passed"
-
-
-# ``ft.checks`` is the ``checks`` module: make this chapter's checks reachable there too.
-from . import checks as _checks  # noqa: E402
-
-_checks.forward_gradients_ex2 = forward_gradients_ex2
-_checks.forward_gradients_ex3 = forward_gradients_ex3
