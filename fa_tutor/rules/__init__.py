@@ -4,6 +4,14 @@ Families, one module each: :mod:`.backprop` (bp), :mod:`.feedback` (fa, usf,
 frsf, brsf, adafa, kp), :mod:`.direct` (dfa, dkp, fdfa), :mod:`.forward` (fg_w,
 fg_a), :mod:`.local` (lg_bp, lg_fa, lg_fg_w, lg_fg_a).
 """
+import warnings
+
+# Forward-mode AD imports torch._decomp.decompositions_for_jvp on first use, which emits a
+# torch.jit deprecation FutureWarning (torch 2.14); import it once here, quietly.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+    import torch._decomp.decompositions_for_jvp  # noqa: F401
+
 from .base import NonFiniteLossError, Rule, RuleSpec, available_rules, make_rule, register, rule_spec
 
 __all__ = ["NonFiniteLossError", "Rule", "RuleSpec", "available_rules", "make_rule", "register", "rule_spec"]
