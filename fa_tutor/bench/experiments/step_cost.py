@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import statistics
 import time
 
@@ -88,6 +89,13 @@ def measure(cell: Cell, device: str, _: object) -> list[tuple[str, dict]]:
 
     calls = {name: functools.partial(step, *run) for name, run in runs.items()}
     calls[FORWARD] = forward
+    # fast models: enough steps per round that each round lasts min_round_s (timer noise)
+    sync()
+    t0 = time.perf_counter()
+    calls["bp"]()
+    sync()
+    t_bp = time.perf_counter() - t0
+    steps = max(steps, math.ceil(cell.options.get("min_round_s", 0.0) / max(t_bp, 1e-6)))
     for _ in range(rounds):
         for name, call in calls.items():
             sync()
@@ -118,10 +126,10 @@ def measure(cell: Cell, device: str, _: object) -> list[tuple[str, dict]]:
             runners={"measure": measure}, source="performance targets of the project")
 def cells(quick: bool) -> list[Cell]:
     scale = "quick" if quick else "full"
-    # full: 5 interleaved rounds of 2 steps per rule (minutes on a 2-core CPU);
+    # full: 7 interleaved rounds per rule, each ≥ 2 steps and ≥ 0.25 s (minutes on a 2-core CPU);
     # quick: one step per rule at batch 8 on the MLP and LeNet (a smoke test, not a timing)
     opts = ({"rounds": 1, "steps": 1, "warmup": 1, "batch": 8} if quick
-            else {"rounds": 5, "steps": 2, "warmup": 2})
+            else {"rounds": 7, "steps": 2, "warmup": 2, "min_round_s": 0.25})
     models = ["mlp", "lenet"] if quick else list(SETTINGS)
     return [Cell("step-cost", "all", m, "synthetic", 0, scale,
                  setting={"batch": opts.get("batch", SETTINGS[m][2])},
