@@ -3,7 +3,7 @@
 papermill executes each one with ``quick = True`` injected after its
 ``parameters`` cell; any cell error fails the test, and each executed notebook
 must contain at least one figure (``image/png``) — a guard against
-``MPLBACKEND=Agg`` and against chapters that silently draw nothing.
+a non-interactive matplotlib backend forced by the environment and against chapters that silently draw nothing.
 """
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ Adding a rule is one class plus one ``@register`` line.
 """
 from __future__ import annotations
 
+import abc
 import hashlib
 import inspect
 import logging
@@ -141,7 +142,7 @@ def _load_rule_modules() -> None:
     from . import backprop, direct, feedback, forward, local  # noqa: F401
 
 
-class Rule:
+class Rule(abc.ABC):
     """Base class: state lives here, each rule's maths in ``_compute_grads``."""
 
     name: ClassVar[str] = "rule"
@@ -183,8 +184,9 @@ class Rule:
         return f"{type(self).__name__}(name={self.name!r}, seed={self.seed}{', ' if opts else ''}{opts})"
 
     # -- for subclasses ------------------------------------------------------------
-    def _compute_grads(self, x: Tensor, y: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError(f"{type(self).__name__} must implement _compute_grads")
+    @abc.abstractmethod
+    def _compute_grads(self, x: Tensor, y: Tensor) -> Tensor:
+        """Fill ``p.grad`` of every trainable parameter with the rule's update; return the loss."""
 
     def _trainable(self) -> list[tuple[str, nn.Parameter]]:
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]

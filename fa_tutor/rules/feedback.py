@@ -16,6 +16,8 @@ converted: while a rule runs the forward pass, a ``WeightOpMode`` hands every
 """
 from __future__ import annotations
 
+import abc
+
 from typing import Any
 
 import torch
@@ -101,8 +103,9 @@ class LayerwiseFeedbackRule(Rule):
                 self.feedback[layer.weight_name] = self.init_feedback(W)
         self._all_seen = False
 
-    def init_feedback(self, W: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def init_feedback(self, W: Tensor) -> Tensor:
+        """B_l for a layer with weight ``W`` (called once per layer, at construction)."""
 
     def update_feedback(self, new_step: bool) -> None:
         """Bring B up to date in place; ``new_step`` is True at the start of ``step``
@@ -197,8 +200,9 @@ class _SignFeedback(LayerwiseFeedbackRule):
     def init_feedback(self, W: Tensor) -> Tensor:
         return torch.empty_like(W)  # filled by _write_feedback
 
-    def init_magnitude(self, W: Tensor) -> Tensor | float:  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    def init_magnitude(self, W: Tensor) -> Tensor | float:
+        """M_l of B_l = M_l ⊙ sign(W_l): a scalar c_l (usf) or a tensor (frsf, brsf)."""
 
     def _versions(self) -> list[tuple[int, int]]:
         magnitudes = (self.magnitude[l.weight_name] for l in self.layers)
