@@ -27,14 +27,6 @@ NAMES = ["conservation-noisy-mnist", "estimator-variance", "fdfa", "lenet-cifar1
 PROVENANCE = {"commit", "fa_tutor", "torch", "cuda", "device", "started", "wall_s"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine two threads can run 40× slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def only_first_cell(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """Shrink experiment ``name`` to the first cell of its grid (for fast runs)."""

@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-import fa_tutor as ft
 from fa_tutor.data import DatasetNotAvailable, batches, load_dataset, split
 from fa_tutor.data.idx import read_idx, write_idx
 

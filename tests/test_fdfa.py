@@ -16,14 +16,6 @@ from fa_tutor.metrics import (ema, ema_mean_age, ema_stationary_variance,
 K = 3
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny nets: one intra-op thread (two threads thrash when the CPU is shared)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.detach().flatten(), b.detach().flatten()

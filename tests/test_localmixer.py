@@ -93,7 +93,7 @@ def test_output_and_local_loss_shapes(name):
 
 
 def test_forward_matches_hand_written_network():
-    model, (x, y) = mixer(), batch()
+    model, (x, _) = mixer(), batch()
     G, h = 2, patches(x, 2)
     for b, blk in enumerate(model.blocks):
         h = block(blk, h, G, b == 0)

@@ -23,14 +23,6 @@ from fa_tutor.metrics import (ConservationTracker, cosine, dale_statistics, domi
 SLOPE = 0.01  # nn.LeakyReLU's default negative slope (fa_tutor.models.MLP)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny networks: threads only add contention on a shared CPU
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def toy_data(seed: int = 1, n: int = 200, d: int = 20, k: int = 5):
     g = torch.Generator().manual_seed(seed)

@@ -16,14 +16,6 @@ N, D, H1, H2, K = 6, 5, 7, 4, 3
 TOL = dict(rtol=1e-10, atol=1e-12)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny nets: one intra-op thread (two threads thrash when the CPU is shared)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _mlp(seed: int = 0) -> ft.models.MLP:
     torch.manual_seed(seed)
