@@ -10,12 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
@@ -68,15 +70,29 @@ def pending_cells(name: str, *, quick: bool = False, out: str | Path | None = No
     return [c for c in get_experiment(name).cells(quick) if c.key not in done]
 
 
+def summarize(history: pd.DataFrame, final: dict, every: int = 1) -> dict:
+    """Metrics of a result line: the final (or best-val) row, ``test_error``, the history.
+
+    ``every`` thins the stored history to every ``every``-th row (plus the last)
+    so a 6,000-epoch run stays a few kB; the metrics are computed before thinning.
+    """
+    metrics = {k: float(v) for k, v in final.items()
+               if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))}
+    if "test_accuracy" in metrics:
+        metrics["test_error"] = 100.0 - metrics["test_accuracy"]
+    if every > 1 and len(history) > 1:
+        keep = [i for i in range(len(history)) if i % every == every - 1 or i == len(history) - 1]
+        history = history.iloc[keep]
+    metrics["history"] = history.round(5).astype(object).where(history.notna(), None) \
+        .to_dict(orient="list")
+    return metrics
+
+
 def train_cell(cell: Cell, device: str, checkpoint: Path | None) -> dict:
     """Default runner: ``fa_tutor.train`` on the cell's config; metrics from the final row."""
     assert cell.config is not None
     result = train(cell.config.replace(device=device), checkpoint=checkpoint, progress=False)
-    metrics = {k: float(v) for k, v in result.final.items() if isinstance(v, (int, float))}
-    if "test_accuracy" in metrics:
-        metrics["test_error"] = 100.0 - metrics["test_accuracy"]
-    metrics["history"] = result.history.round(5).to_dict(orient="list")
-    return metrics
+    return summarize(result.history, result.final)
 
 
 def execute_cell(experiment: str, quick: bool, key: str, device: str, checkpoint_dir: str,

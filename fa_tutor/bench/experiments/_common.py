@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,6 +19,7 @@ from torch import nn
 from ...data import Dataset
 from ...training import RunConfig, build_data, train
 from ..registry import Cell
+from ..runner import summarize  # noqa: F401  (re-exported for the experiment modules)
 
 #: Called once with the config and the freshly initialised model, before training;
 #: returns the recorders ``{name: fn(model, rule, probe batch) -> dict | float}``.
@@ -79,24 +79,6 @@ def cell_config(cell: Cell) -> RunConfig:
     """The RunConfig stored flat in a :func:`config_cell`'s options (runner keys dropped)."""
     fields = RunConfig.__dataclass_fields__
     return RunConfig.from_dict({k: v for k, v in cell.options.items() if k in fields})
-
-
-def summarize(history: pd.DataFrame, final: dict, every: int = 1) -> dict:
-    """Metrics of a result line: the final (or best-val) row, ``test_error``, the history.
-
-    ``every`` thins the stored history to every ``every``-th row (plus the last)
-    so a 6,000-epoch run stays a few kB; the metrics are computed before thinning.
-    """
-    metrics = {k: float(v) for k, v in final.items()
-               if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))}
-    if "test_accuracy" in metrics:
-        metrics["test_error"] = 100.0 - metrics["test_accuracy"]
-    if every > 1 and len(history) > 1:
-        keep = [i for i in range(len(history)) if i % every == every - 1 or i == len(history) - 1]
-        history = history.iloc[keep]
-    metrics["history"] = history.round(5).astype(object).where(history.notna(), None) \
-        .to_dict(orient="list")
-    return metrics
 
 
 def recorded_train(cell: Cell, device: str, checkpoint: Path | None,
