@@ -100,9 +100,10 @@ def batches(x: Tensor, y: Tensor, batch_size: int, *, shuffle: bool = False,
     if batch_size <= 0 or batch_size >= n:
         batch_size = n
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    order = order.to(x.device)  # one copy per epoch when the data live on a GPU
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size]
-        xb, yb = x[idx.to(x.device)], y[idx.to(y.device)]
+        xb, yb = x[idx], y[idx.to(y.device)]
         if device is not None:
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
         yield as_float(xb), yb

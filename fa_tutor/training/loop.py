@@ -73,6 +73,11 @@ def train(cfg: RunConfig, *, data: Dataset | None = None, model: nn.Module | Non
         perm = torch.randperm(len(y_train), generator=torch.Generator().manual_seed(cfg.seed))
         x_val, y_val = x_train[perm[:n_val]], y_train[perm[:n_val]]
         x_train, y_train = x_train[perm[n_val:]], y_train[perm[n_val:]]
+    x_test, y_test = data.x_test, data.y_test
+    if device.type == "cuda":  # the data sets here fit on a GPU: copy once, not per batch
+        x_train, y_train, x_test, y_test = (t.to(device) for t in (x_train, y_train, x_test, y_test))
+        if x_val is not None:
+            x_val, y_val = x_val.to(device), y_val.to(device)
     transform = None
     if cfg.normalize:
         mean, std = (t.to(device) for t in build.standardizer(data))
@@ -114,7 +119,7 @@ def train(cfg: RunConfig, *, data: Dataset | None = None, model: nn.Module | Non
         # 4. evaluation and recorders
         if done % cfg.eval_every == 0 or done == cfg.epochs:
             row: dict[str, Any] = {"epoch": done, "lr": cfg.lr * factor, "train_loss": train_loss}
-            row["test_loss"], row["test_accuracy"] = evaluate(model, data.x_test, data.y_test,
+            row["test_loss"], row["test_accuracy"] = evaluate(model, x_test, y_test,
                                                               rule.loss_fn, device, transform=transform)
             if cfg.eval_train:
                 row["train_eval_loss"], row["train_accuracy"] = evaluate(

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -12,7 +13,10 @@ _REPO = Path(__file__).resolve().parents[2]
 
 
 def git_commit() -> str | None:
-    """Short hash of the checkout fa_tutor runs from (``+dirty`` if it has uncommitted changes)."""
+    """Short hash of the checkout fa_tutor runs from (``+dirty`` if it has uncommitted changes).
+
+    A copy without ``.git`` (a file sync to a GPU machine) reports ``$FA_TUTOR_COMMIT``.
+    """
     try:
         sha = subprocess.run(["git", "-C", str(_REPO), "rev-parse", "--short", "HEAD"],
                              capture_output=True, text=True, timeout=5, check=True).stdout.strip()
@@ -20,7 +24,7 @@ def git_commit() -> str | None:
                                 "--", "fa_tutor"], capture_output=True, text=True, timeout=5).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return None
+        return os.environ.get("FA_TUTOR_COMMIT")
 
 
 def provenance(device: torch.device | str, *, started: dt.datetime | None = None,
