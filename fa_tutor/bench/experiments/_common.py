@@ -86,18 +86,20 @@ def recorded_train(cell: Cell, device: str, checkpoint: Path | None,
     """Train a :func:`config_cell` with recorders; resume from ``checkpoint`` if given.
 
     ``recorders(cfg, model)`` is called once before training with the freshly
-    initialised model (so a recorder can keep the initial state, e.g. the
-    conservation law's reference); the recorders it returns run every
+    initialised model, already on the run's device (so a recorder can keep the
+    initial state, e.g. the conservation law's reference, next to the live
+    weights, and a rule it builds draws the same feedback as the run's rule);
+    the recorders it returns run every
     ``eval_every`` epochs. Every recorded value lives in the history rows, which
     the checkpoint stores, so a resumed run gives the same history.
     """
     from ...training import build_model
-    from ...utils import seed_everything
+    from ...utils import resolve_device, seed_everything
 
     cfg = cell_config(cell).replace(device=device)
     data = cached_data(cfg)
     seed_everything(cfg.seed)
-    model = build_model(cfg, data)
+    model = build_model(cfg, data).to(resolve_device(cfg.device))
     recs = recorders(cfg, model)
     result = train(cfg, data=data, model=model, recorders=recs, checkpoint=checkpoint,
                    progress=False)
