@@ -138,6 +138,21 @@ def test_training_quick_cell_writes_contract_lines_and_rerun_skips(tmp_path, mon
     assert len(report.histories(name, out=tmp_path)) == len(m["history"]["epoch"])
 
 
+def test_a_diverged_cell_is_a_result_with_its_epoch(tmp_path, monkeypatch) -> None:
+    """lr 1e30 makes the loss inf/NaN within a few steps: the cell is saved, not failed."""
+    name = "lenet-fashion-mnist"
+    exp = EXPERIMENTS[name]
+    cfg = ft.RunConfig(model="mlp", model_options={"hidden": [16]}, dataset="digits", lr=1e30,
+                       momentum=0.9, epochs=3, batch_size=1024, val_fraction=0.2, device="cpu")
+    cell = ft.bench.Cell(name, "bp", "mlp", "digits", 0, "quick", cfg)
+    monkeypatch.setitem(EXPERIMENTS, name, dataclasses.replace(exp, cells=lambda quick: [cell]))
+    (line,) = run_experiment(name, quick=True, device="cpu", out=tmp_path, progress=False)
+    m = line["metrics"]
+    assert m["diverged_epoch"] in (1.0, 2.0, 3.0)
+    assert len(m["history"].get("epoch", [])) == m["diverged_epoch"] - 1  # the rows before it
+    assert run_experiment(name, quick=True, device="cpu", out=tmp_path, progress=False) == []
+
+
 class Interrupt(RuntimeError):
     pass
 

@@ -81,6 +81,15 @@ def test_nan_loss_is_a_clear_error() -> None:
         rule.step(torch.full((2, 4), float("nan")), torch.tensor([0, 1]))
 
 
+def test_a_diverging_run_raises_with_the_history_before_it() -> None:
+    cfg = CFG.replace(lr=1e30, epochs=4, batch_size=1024, val_fraction=0.2)
+    with pytest.raises(ft.NonFiniteLossError) as info:
+        ft.train(cfg, data=DIGITS, progress=False)
+    err = info.value
+    assert 1 <= err.epoch <= 4 and len(err.history) == err.epoch - 1
+    assert (err.best is None) == (err.epoch == 1)
+
+
 def test_device_helper(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ft.resolve_device("cpu") == torch.device("cpu")
     monkeypatch.setenv("FA_TUTOR_DEVICE", "cpu")

@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import DatasetNotAvailable
+from ..rules import NonFiniteLossError
 from ..training import train
 from ..utils import provenance, resolve_device
 from .registry import Cell, get_experiment
@@ -89,9 +90,23 @@ def summarize(history: pd.DataFrame, final: dict, every: int = 1) -> dict:
 
 
 def train_cell(cell: Cell, device: str, checkpoint: Path | None) -> dict:
-    """Default runner: ``fa_tutor.train`` on the cell's config; metrics from the final row."""
+    """Default runner: ``fa_tutor.train`` on the cell's config; metrics from the final row.
+
+    A run whose loss becomes NaN/inf is a result, not a failure (it diverges
+    again on a rerun): its line has ``diverged_epoch`` and the metrics of the
+    best-validation (else the last) evaluation before the divergence.
+    """
     assert cell.config is not None
-    result = train(cell.config.replace(device=device), checkpoint=checkpoint, progress=False)
+    try:
+        result = train(cell.config.replace(device=device), checkpoint=checkpoint, progress=False)
+    except NonFiniteLossError as err:
+        history = getattr(err, "history", pd.DataFrame())
+        best = getattr(err, "best", None)
+        final = best if best is not None else (history.iloc[-1].to_dict() if len(history) else {})
+        metrics = summarize(history, final)
+        metrics["diverged_epoch"] = float(getattr(err, "epoch", math.nan))
+        log.warning("%s: %s", cell.label(), str(err).splitlines()[0])
+        return metrics
     return summarize(result.history, result.final)
 
 

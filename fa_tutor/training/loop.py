@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..data import Dataset, batches
-from ..rules import Rule
+from ..rules import NonFiniteLossError, Rule
 from ..utils import resolve_device, seed_everything
 from . import build
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -61,6 +61,10 @@ def train(cfg: RunConfig, *, data: Dataset | None = None, model: nn.Module | Non
     Every ``cfg.eval_every`` epochs a row is added to the history: train loss
     (mean over the epoch's steps), test (and train/val) loss and accuracy, the
     learning rate, and whatever each recorder returns on a fixed probe batch.
+
+    A non-finite batch loss raises :class:`~fa_tutor.NonFiniteLossError` carrying
+    ``epoch`` (the epoch it happened in), ``history`` (the rows before it) and
+    ``best`` (the best-validation row so far, or None).
     """
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
@@ -107,13 +111,17 @@ def train(cfg: RunConfig, *, data: Dataset | None = None, model: nn.Module | Non
                 group["lr"] = lr * factor
         model.train()
         losses = []
-        for xb, yb in batches(x_train, y_train, cfg.batch_size, shuffle=True, generator=order,
-                              device=device):
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
-            losses.append(rule.step(transform(xb) if transform else xb, yb))
-            for opt in optimizers:
-                opt.step()
+        try:
+            for xb, yb in batches(x_train, y_train, cfg.batch_size, shuffle=True, generator=order,
+                                  device=device):
+                for opt in optimizers:
+                    opt.zero_grad(set_to_none=True)
+                losses.append(rule.step(transform(xb) if transform else xb, yb))
+                for opt in optimizers:
+                    opt.step()
+        except NonFiniteLossError as err:  # keep what was learned before the divergence
+            err.epoch, err.history, err.best = epoch + 1, pd.DataFrame(rows), best
+            raise
         train_loss = float(torch.stack(losses).mean())
         done = epoch + 1
         # 4. evaluation and recorders
