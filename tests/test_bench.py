@@ -225,3 +225,22 @@ def test_status_counts_only_full_grid_results(tmp_path) -> None:
     st = report.status(["lenet-fashion-mnist"], out=tmp_path)
     assert st.cells.sum() == len(EXPERIMENTS["lenet-fashion-mnist"].cells(False))
     assert (st.done == 0).all() and (st.status == "not yet run at full scale").all()
+
+
+def test_beside_published_puts_ours_next_to_biotorch_and_flags_divergence(tmp_path) -> None:
+    prov = {"commit": "x", "fa_tutor": "0", "torch": "2", "cuda": None, "device": "cpu",
+            "started": "2026-01-01T00:00:00Z", "wall_s": 1.0}
+    lines = [
+        {"experiment": "lenet-fashion-mnist", "rule": rule, "model": "lenet5",
+         "dataset": "fashion_mnist", "seed": 0, "scale": "full", "cell": rule, "config": {},
+         "metrics": metrics, "provenance": prov}
+        for rule, metrics in [("bp", {"test_error": 10.0}),
+                              ("dfa", {"test_error": 28.0, "diverged_epoch": 12.0})]]
+    (tmp_path / "lenet-fashion-mnist.jsonl").write_text(
+        "".join(json.dumps(line) + "\n" for line in lines))
+    ours = report.load("lenet-fashion-mnist", out=tmp_path)
+    table = report.beside_published(ours, "biotorch", "fashion_mnist").set_index("rule")
+    assert table.loc["bp", "published test_error"] == 9.20  # biotorch's Fashion-MNIST BP
+    assert table.loc["bp", "ours test_error"].startswith("10.00") and table.loc["bp", "note"] == ""
+    assert table.loc["dfa", "note"].startswith("diverged (loss NaN) in epoch 12")
+    assert table.loc["fa", "ours test_error"] is None  # published only

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,7 +12,7 @@ from torch.func import functional_call, grad, vmap
 
 import fa_tutor as ft
 from fa_tutor.metrics import (check_variance_theory, estimator_stats, gradient_moments,
-                              variance_theory)
+                              variance_prediction, variance_theory)
 
 DT = torch.float64
 
@@ -85,6 +86,33 @@ def test_rule_instances_and_bad_arguments():
         estimator_stats(model, rule, x, y, perturbation="shared")
     with pytest.raises(ValueError, match="Unknown rule"):
         estimator_stats(model, "fg_x", x, y)
+
+
+def test_feedback_lr_samples_fdfa_while_its_feedback_averages():
+    """With feedback_lr, sample s sees B after s EMA steps, B_s = (1-λ)^s B_0 + (1-(1-λ)^s) mean Ĵ:
+    the updates vary (at a fixed B they would not), and the rule's B is restored."""
+    model, (x, y) = mlp(hidden=(5, 4)), data()
+    rule = ft.make_rule("fdfa", model, seed=2)
+    rule.step(x, y)  # B = 0 → shapes known
+    B0 = [B.detach().clone() for B in rule.parameters()]
+    frozen = total(estimator_stats(model, rule, x, y, n_samples=6))
+    state = rule.generator.get_state()
+    moving = total(estimator_stats(model, rule, x, y, n_samples=6, feedback_lr=0.5))
+    assert frozen.var_total == 0 and moving.var_total > 0
+    assert all(torch.equal(a, b) for a, b in zip(rule.parameters(), B0))
+    # by hand, with the same draws: 6 steps of B ← B − λ∇_B, recording each update
+    rule.generator.set_state(state)
+    samples = []
+    for _ in range(6):
+        rule.step(x, y)
+        samples.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+        with torch.no_grad():
+            for B in rule.parameters():
+                B.sub_(B.grad, alpha=0.5)
+    var = torch.stack(samples).var(0).sum().item()
+    assert moving.var_total == pytest.approx(var, rel=1e-9)
+    with pytest.raises(ValueError, match="feedback_lr"):
+        estimator_stats(model, "fdfa", x, y, feedback_lr=-1.0)
 
 
 def test_local_rules_are_measured_against_lg_bp():
@@ -175,6 +203,17 @@ def test_table_1_over_random_batches_includes_the_V_terms():
             se = dev.std() / math.sqrt(M)
             assert abs(dev.mean() - theory[est, pert]) < 4 * se, (est, pert, dev.mean(),
                                                                 theory[est, pert], se)
+
+
+def test_variance_prediction_is_the_check_without_draws():
+    model, (x, y) = mlp(activation="tanh"), data()
+    pred = variance_prediction(model, x, y)
+    check = check_variance_theory(model, x, y, n_samples=3)
+    assert len(pred) == 8 and list(pred.columns) == ["estimator", "perturbation", "param",
+                                                     "predicted", "table1"]
+    pd.testing.assert_frame_equal(pred, check[pred.columns])
+    with pytest.raises(ValueError, match="variance_prediction needs a one-hidden-layer"):
+        variance_prediction(mlp(hidden=(5, 4)), x, y)
 
 
 def test_check_needs_a_one_hidden_layer_mlp():

@@ -205,7 +205,11 @@ def published(source: str | None = None) -> pd.DataFrame:
 
 def beside_published(ours: pd.DataFrame, source: str, dataset: str, metric: str = "test_error",
                      model: str | None = None) -> pd.DataFrame:
-    """Our mean ± sem per rule next to the published value (NaN where none is published)."""
+    """Our mean ± sem per rule next to the published value (NaN where none is published).
+
+    ``note`` flags rules whose run diverged (loss NaN/inf; their line keeps the
+    best-validation result before the divergence, see ``runner.train_cell``).
+    """
     pub = published(source)
     pub = pub[(pub.dataset == dataset) & (pub.metric == metric)]
     if model is not None:
@@ -217,6 +221,13 @@ def beside_published(ours: pd.DataFrame, source: str, dataset: str, metric: str 
     s[f"ours {metric}"] = mean_pm(s, metric)
     table = s[["rule", "scale", f"ours {metric}", "n"]].merge(
         pub.reset_index(), on="rule", how="outer")
+    table["note"] = ""
+    if "diverged_epoch" in ours:
+        div = ours.dropna(subset=["diverged_epoch"]).groupby(["rule", "scale"]).diverged_epoch.min()
+        for (rule, scale), epoch in div.items():
+            at = (table.rule == rule) & (table.scale == scale)
+            table.loc[at, "note"] = (f"diverged (loss NaN) in epoch {int(epoch)}; "
+                                     "best-val model before it")
     return table.replace({np.nan: None})
 
 

@@ -16,6 +16,7 @@ from .ema import (EMAVariance, ema, ema_mean_age, ema_stationary_variance,
 __all__ += ["EMAVariance", "ema", "ema_mean_age", "ema_stationary_variance",
             "fdfa_feedback_variance", "measure_ema_variance"]
 from .estimator import (check_variance_theory, estimator_stats, gradient_moments,
-                        variance_theory)
+                        variance_prediction, variance_theory)
 
-__all__ += ["check_variance_theory", "estimator_stats", "gradient_moments", "variance_theory"]
+__all__ += ["check_variance_theory", "estimator_stats", "gradient_moments", "variance_prediction",
+            "variance_theory"]

@@ -22,7 +22,8 @@ from ..rules.base import Rule, make_rule, rule_spec
 
 def estimator_stats(model: nn.Module, rule: str | Rule, x: Tensor, y: Tensor,
                     n_samples: int = 100, *, reference: str | None = None, loss_fn=None,
-                    seed: int = 0, resample: str = "step", **options: Any) -> pd.DataFrame:
+                    seed: int = 0, resample: str = "step", feedback_lr: float | None = None,
+                    **options: Any) -> pd.DataFrame:
     r"""Statistics of ``n_samples`` updates of ``rule`` on one batch, per parameter and in total.
 
     With ĝ_s the s-th update (``rule.step`` writes it into ``.grad``), ḡ their mean
@@ -44,12 +45,19 @@ def estimator_stats(model: nn.Module, rule: str | Rule, x: Tensor, y: Tensor,
     feedback B (its forward-gradient draws only enter B's gradient), so pass a
     trained rule instance to measure it at that B.  ``resample="rule"`` builds a
     fresh rule with seed ``seed + s`` per sample, so fixed random feedback is
-    redrawn too.  The model's weights, ``.grad`` and buffers are left unchanged.
+    redrawn too.  ``feedback_lr`` samples learned feedback the way it varies in
+    training: after each sample the feedback takes an SGD step,
+    :math:`B \leftarrow B - \lambda\,\nabla_B` (for FDFA the EMA
+    :math:`B \leftarrow (1-\lambda)B + \lambda\hat J`), with the weights frozen;
+    B is restored afterwards.  The model's weights, ``.grad`` and buffers are left
+    unchanged.
     """
     if resample not in ("step", "rule"):
         raise ValueError(f"resample={resample!r}; choose 'step' or 'rule'")
     if not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples={n_samples!r}; choose a positive integer")
+    if feedback_lr is not None and (resample != "step" or feedback_lr <= 0):
+        raise ValueError(f"feedback_lr={feedback_lr!r}: a positive rate, with resample='step'")
     if isinstance(rule, Rule):
         if options or resample != "step":
             raise ValueError("pass options and resample='rule' with a rule name, not an instance")
@@ -67,10 +75,19 @@ def estimator_stats(model: nn.Module, rule: str | Rule, x: Tensor, y: Tensor,
         m2 = [torch.zeros_like(g) for g in true]
         cos = torch.zeros(n_samples, len(named) + 1, dtype=torch.float64)
         current = build(0)
+        feedback: list[Tensor] = []
+        saved: list[Tensor] = []
         for s in range(n_samples):
             if resample == "rule" and s > 0:
                 current = build(s)
             current.step(x, y)
+            if s == 0 and feedback_lr is not None:  # shapes are known after the first step
+                feedback = list(current.parameters())
+                saved = [B.detach().clone() for B in feedback]
+            with torch.no_grad():
+                for B in feedback:  # learned feedback keeps averaging at frozen weights
+                    if B.grad is not None:
+                        B.sub_(B.grad, alpha=feedback_lr)
             est = [p.grad.detach().double().flatten() for _, p in named]
             dots = torch.stack([e @ g for e, g in zip(est, true)])
             sq = torch.stack([e @ e for e in est])
@@ -80,6 +97,9 @@ def estimator_stats(model: nn.Module, rule: str | Rule, x: Tensor, y: Tensor,
                 delta = e - mu
                 mu += delta / (s + 1)
                 sq2 += delta * (e - mu)
+        with torch.no_grad():
+            for B, b in zip(feedback, saved):
+                B.copy_(b)
     rows = []
     M = n_samples
     var = [sq2 / (M - 1) if M > 1 else torch.zeros_like(sq2) for sq2 in m2]
@@ -159,13 +179,19 @@ def gradient_moments(per_example: Tensor) -> tuple[float, float]:
     return (mean @ mean).item() / mean.numel(), g.var(0, unbiased=False).mean().item()
 
 
-def check_variance_theory(model: nn.Module, x: Tensor, y: Tensor, *, n_samples: int = 2000,
-                          seed: int = 0, loss_fn=None) -> pd.DataFrame:
-    r"""Measured vs predicted variance of FG-W and FG-A, hidden layer of a one-hidden-layer MLP.
+def _one_hidden_mlp(model: nn.Module, caller: str) -> None:
+    from ..models.mlp import MLP
+    if not isinstance(model, MLP) or len(model.layers) != 2:
+        raise ValueError(f"{caller} needs a one-hidden-layer fa_tutor MLP, got {model!r}")
 
-    For each estimator × perturbation and each trainable hidden-layer tensor I:
-    ``measured`` (var_mean over ``n_samples`` draws, with standard error ``se``);
-    ``predicted``, exact for this batch, with per-example gradients ∇_n of ℓ_n/N,
+
+def variance_prediction(model: nn.Module, x: Tensor, y: Tensor, *,
+                        loss_fn=None) -> pd.DataFrame:
+    r"""Predicted variance of FG-W and FG-A on this batch, hidden layer of a one-hidden-layer MLP.
+
+    One row per estimator × perturbation × trainable hidden-layer tensor I, with
+    the variance over perturbations (average over I's coordinates).  ``predicted``
+    is exact for this batch, with per-example gradients ∇_n of ℓ_n/N,
     δ_n = ∂L/∂a_n, layer inputs x_n (1 for the bias) and masks m_n = [f'(a_n) ≠ 0]:
 
     * FG-W shared: ‖g‖² + ‖g_I‖²/|I| (v spans all trainable parameters);
@@ -173,14 +199,13 @@ def check_variance_theory(model: nn.Module, x: Tensor, y: Tensor, *, n_samples: 
     * FG-A shared: (Σ_{n,n'} (x_n·x_{n'})(δ_n·δ_{n'})(m_n·m_{n'}) + ‖g_I‖²)/|I|;
       independent: Σ_n ‖x_n‖² (|m_n| + 1) ‖δ_n‖² / |I|;
 
-    and ``table1``, :func:`variance_theory` (conditional) for this tensor alone: it
+    ``table1`` is :func:`variance_theory` (conditional) for this tensor alone: it
     equals ``predicted`` when the layer is the only trainable one and f' never
-    vanishes (tanh, leaky ReLU).  Assumes ``loss_fn`` averages per-example losses.
+    vanishes (tanh, leaky ReLU).  Both are for one tangent; K averaged tangents
+    divide them by K.  Assumes ``loss_fn`` averages per-example losses.  No draws:
+    :func:`check_variance_theory` measures the same rows.
     """
-    from ..models.mlp import MLP
-    if not isinstance(model, MLP) or len(model.layers) != 2:
-        raise ValueError("check_variance_theory needs a one-hidden-layer fa_tutor MLP, "
-                         f"got {model!r}")
+    _one_hidden_mlp(model, "variance_prediction")
     loss_fn = loss_fn if loss_fn is not None else F.cross_entropy
     model = copy.deepcopy(model).double()
     x, N = x.double().flatten(1), len(x)
@@ -195,20 +220,11 @@ def check_variance_theory(model: nn.Module, x: Tensor, y: Tensor, *, n_samples: 
     (delta,) = torch.autograd.grad(loss_fn(model.layers[1](model.act(a)), y), a)  # (N, q)
     m = (jvp(model.act, (a.detach(),), (torch.ones_like(a),))[1] != 0).double()
     q, p_in = model.layers[0].weight.shape
-    hidden = [n for n in ("layers.0.weight", "layers.0.bias") if n in per]
     rows = []
     for est in ("fg_w", "fg_a"):
         for pert in ("shared", "independent"):
-            rule = make_rule(est, model, loss_fn=loss_fn, seed=seed, perturbation=pert)
-            draws = {n: [] for n in hidden}
-            for _ in range(n_samples):
-                rule.step(x, y)
-                for n in hidden:
-                    draws[n].append(model.get_parameter(n).grad.flatten().clone())
-            for n in hidden:
-                d = torch.stack(draws[n])  # (M, |I|)
-                dev = ((d - d.mean(0)) ** 2).mean(1)  # q_s
-                M, size = len(d), d.shape[1]
+            for n in (n for n in ("layers.0.weight", "layers.0.bias") if n in per):
+                size = per[n].shape[1]
                 g_I, per_I = per[n].mean(0), per[n] / N
                 xx = x @ x.T if n.endswith("weight") else torch.ones(N, N, dtype=x.dtype)
                 if est == "fg_w":
@@ -224,7 +240,37 @@ def check_variance_theory(model: nn.Module, x: Tensor, y: Tensor, *, n_samples: 
                 t1 = variance_theory(fan, q, N, S, V, conditional=True)
                 t1 = t1[(t1.estimator == est) & (t1.perturbation == pert)].variance.item()
                 rows.append(dict(estimator=est, perturbation=pert, param=n,
-                                 measured=dev.sum().item() / (M - 1),
-                                 se=(dev.std() * math.sqrt(M) / (M - 1)).item(),
                                  predicted=float(pred), table1=t1))
     return pd.DataFrame(rows)
+
+
+def check_variance_theory(model: nn.Module, x: Tensor, y: Tensor, *, n_samples: int = 2000,
+                          seed: int = 0, loss_fn=None) -> pd.DataFrame:
+    r"""Measured vs predicted variance of FG-W and FG-A, hidden layer of a one-hidden-layer MLP.
+
+    The rows of :func:`variance_prediction` (``predicted``, ``table1``) with
+    ``measured``: the average variance over the tensor's coordinates of
+    ``n_samples`` draws of each estimator on this batch, and its standard error ``se``.
+    """
+    _one_hidden_mlp(model, "check_variance_theory")
+    prediction = variance_prediction(model, x, y, loss_fn=loss_fn)
+    loss_fn = loss_fn if loss_fn is not None else F.cross_entropy
+    model = copy.deepcopy(model).double()
+    x = x.double().flatten(1)
+    measured = []
+    for (est, pert), rows in prediction.groupby(["estimator", "perturbation"], sort=False):
+        rule = make_rule(est, model, loss_fn=loss_fn, seed=seed, perturbation=pert)
+        draws: dict[str, list[Tensor]] = {n: [] for n in rows.param}
+        for _ in range(n_samples):
+            rule.step(x, y)
+            for n in draws:
+                draws[n].append(model.get_parameter(n).grad.flatten().clone())
+        for n, d in draws.items():
+            d = torch.stack(d)  # (M, |I|)
+            dev = ((d - d.mean(0)) ** 2).mean(1)  # q_s
+            M = len(d)
+            measured.append(dict(estimator=est, perturbation=pert, param=n,
+                                 measured=dev.sum().item() / (M - 1),
+                                 se=(dev.std() * math.sqrt(M) / (M - 1)).item()))
+    out = pd.DataFrame(measured).merge(prediction, on=["estimator", "perturbation", "param"])
+    return out[["estimator", "perturbation", "param", "measured", "se", "predicted", "table1"]]

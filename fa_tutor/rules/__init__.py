@@ -9,7 +9,7 @@ import warnings
 # Forward-mode AD imports torch._decomp.decompositions_for_jvp on first use, which emits a
 # torch.jit deprecation FutureWarning (torch 2.14); import it once here, quietly.
 with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*")  # Future- or DeprecationWarning
     import torch._decomp.decompositions_for_jvp  # noqa: F401
 
 from .base import NonFiniteLossError, Rule, RuleSpec, available_rules, make_rule, register, rule_spec
