@@ -25,7 +25,7 @@ from torch.func import functional_call, jvp, vmap
 
 from .base import Rule, check_batch, register
 from .intercept import _CONV2D, _LINEAR, Layer, find_layers
-from .tracking import Activation, ActivityMode
+from .tracking import Activation, ActivityMode, is_relu
 
 PERTURBATIONS = ("independent", "shared")
 Credit = Callable[[str, Tensor], Tensor]
@@ -120,17 +120,26 @@ class PerturbMode(ActivityMode):
         perturb = self.activity and any(p.requires_grad for p in layers[0].module.parameters())
         if not perturb and zt is None:  # frozen layers are not perturbed
             return act(zp.detach()).requires_grad_()
+        if perturb and is_relu(act):  # s = [z > 0] is the mask itself: ũ = u ⊙ s, ḣ = s ⊙ ż + ũ
+            s = (zp > 0).to(zp.dtype)
+            u = self._draw(zp).mul_(s) if not self.shared else self._draw(zp) * s
+            self.records.append((layers[0].name, zp, u))
+            h = torch.relu(zp.detach()).requires_grad_()  # cut: a fresh leaf
+            return fwAD.make_dual(h, u if zt is None else torch.addcmul(u, zt, s))
         hp, s = fwAD.unpack_dual(act(fwAD.make_dual(zp.detach(), torch.ones_like(zp))))
         # hp = f(a), s = f'(a): one forward-mode step with tangent 1
         if perturb:
-            shape = (1, *zp.shape[1:]) if self.shared else zp.shape
-            u = torch.randn(shape, generator=self.generator, device=zp.device, dtype=zp.dtype)
-            u = u.expand_as(zp) if self.shared else u
-            u = u.masked_fill(s == 0, 0.0)  # inactive ReLU units get no perturbation
+            u = self._draw(zp).masked_fill(s == 0, 0.0)  # inactive units: no perturbation
             self.records.append((layers[0].name, zp, u))
             zt = u if zt is None else zt + u  # ȧ ← ȧ + ũ
         h = hp.detach().requires_grad_()  # cut: a fresh leaf, the next layer's input
         return fwAD.make_dual(h, zt * s)  # ḣ = f'(a) ȧ
+
+    def _draw(self, z: Tensor) -> Tensor:
+        """u ~ N(0, I) of z's shape, or one (1, ...) draw broadcast over the batch (shared)."""
+        shape = (1, *z.shape[1:]) if self.shared else z.shape
+        u = torch.randn(shape, generator=self.generator, device=z.device, dtype=z.dtype)
+        return u.expand_as(z) if self.shared else u
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

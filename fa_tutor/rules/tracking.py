@@ -42,6 +42,13 @@ _INPLACE_ARG = {F.relu: 1, F.leaky_relu: 2, F.elu: 2, F.selu: 1, F.silu: 1, F.ha
                 F.relu6: 1, F.mish: 1, F.hardswish: 1}
 
 Activation = Callable[[Tensor], Tensor]
+#: Activations whose derivative is the 0/1 mask [z > 0] (PyTorch's relu'(0) = 0).
+RELUS: frozenset = frozenset({F.relu, torch.relu, Tensor.relu})
+
+
+def is_relu(act: Activation) -> bool:
+    """Whether ``act`` (as passed to ``hidden``) is a plain ReLU."""
+    return getattr(act, "base", None) in RELUS
 
 
 def _out_of_place(func: Any, args: tuple, kwargs: dict) -> tuple[Any, tuple, dict]:
@@ -112,7 +119,9 @@ class ActivityMode(WeightOpMode):
         if base in ACTIVATIONS and tagged:
             f, a, k = _out_of_place(func, args, kwargs)
             z, rest = a[0], a[1:]
-            return self._close(tagged, z, lambda t: f(t, *rest, **k))
+            act = lambda t: f(t, *rest, **k)  # noqa: E731
+            act.base = base  # type: ignore[attr-defined]  (lets hidden() special-case ReLU)
+            return self._close(tagged, z, act)
         out = func(*args, **kwargs)
         if tagged:
             if isinstance(out, Tensor):
