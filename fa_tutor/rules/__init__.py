@@ -2,7 +2,10 @@
 
 Families, one module each: :mod:`.backprop` (bp), :mod:`.feedback` (fa, usf,
 frsf, brsf, adafa, kp), :mod:`.direct` (dfa, dkp, fdfa), :mod:`.forward` (fg_w,
-fg_a), :mod:`.local` (lg_bp, lg_fa, lg_fg_w, lg_fg_a).
+fg_a), :mod:`.local` (lg_bp, lg_fa, lg_fg_w, lg_fg_a).  Shared machinery: :mod:`.base`
+(the Rule interface and registry), :mod:`.intercept` (weight ops with a rule's
+backward), :mod:`.tracking` (finding each layer's activity), :mod:`.dual`
+(forward-mode tangents of the normalizations).
 """
 import warnings
 

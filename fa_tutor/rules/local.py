@@ -32,8 +32,9 @@ import torch.autograd.forward_ad as fwAD
 from torch import Tensor, nn
 
 from .base import Rule, check_batch, register
+from .dual import tangent
 from .forward import (PerturbMode, accumulate, activity_grads, check_options,
-                      directional_derivatives, tangent, write_grads)
+                      directional_derivatives, write_grads)
 from .intercept import FeedbackConv2d, FeedbackLinear, Layer, WeightOpMode, find_layers
 
 
