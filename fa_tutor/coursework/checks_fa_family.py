@@ -10,7 +10,7 @@ from torch import Tensor
 from ..metrics.alignment import cosine
 from ..models.mlp import MLP
 from ..rules.base import make_rule
-from .registry import check
+from .registry import check, expect_close
 
 
 @check("fa_family_ex2")
@@ -59,13 +59,9 @@ def fa_family_ex3(sign_feedback: Callable[[Tensor], Tensor]) -> str:
             if name not in rule.feedback:
                 continue
             want = rule.feedback[name]
-            got = torch.as_tensor(sign_feedback(p.detach().clone()))
-            if got.shape != want.shape:
-                raise AssertionError(f"{name}: B has shape {tuple(got.shape)}, expected "
-                                     f"{tuple(want.shape)} (the shape of W)")
-            if not torch.allclose(got.to(want.dtype), want, rtol=1e-5, atol=1e-7):
-                raise AssertionError(
-                    f"{name} of shape {tuple(p.shape)}: B differs from uSF's feedback. Hint: "
-                    "B = c * torch.sign(W) with c = sqrt(2 / (fan_in + fan_out)), where W "
-                    "has shape (fan_out, fan_in).")
+            expect_close(
+                sign_feedback(p.detach().clone()), want, f"{name} (B)", "(the shape of W)",
+                f"B differs from uSF's feedback for W of shape {tuple(p.shape)}. Hint: "
+                "B = c * torch.sign(W) with c = sqrt(2 / (fan_in + fan_out)), where W "
+                "has shape (fan_out, fan_in).", rtol=1e-5, atol=1e-7)
     return "fa_family_ex3: all checks passed"

@@ -9,7 +9,7 @@ from torch import Tensor
 from ..metrics.ema import ema
 from ..models.mlp import MLP
 from ..rules.base import make_rule
-from .registry import check
+from .registry import check, expect_close
 
 
 def _one_hidden(seed: int, width: int, batch: int):
@@ -39,15 +39,12 @@ def fdfa_ex2(jacobian_estimate: Callable[[Tensor, Tensor], Tensor]) -> str:
         want = B.detach() - B.grad
         u = torch.randn((batch, width), generator=gen, dtype=torch.float64)  # the rule's u_1
         ydot = u @ model.layers[1].weight.detach().T  # ẏ = J_1 u_1 with J_1 = W_2
-        got = torch.as_tensor(jacobian_estimate(ydot.clone(), u.clone()))
-        if got.shape != want.shape:
-            raise AssertionError(f"batch {batch}, width {width}: Ĵ has shape {tuple(got.shape)}, "
-                                 f"expected {tuple(want.shape)} = (K, d)")
-        if not torch.allclose(got.to(want.dtype), want, rtol=1e-8, atol=1e-12):
-            raise AssertionError(
-                f"batch {batch}, width {width}: Ĵ differs from the fdfa rule's estimate. Hint: "
-                "the outer product of each example's ẏ_n (K) with its u_n (d), averaged over "
-                "the N examples: ydot.T @ u / N.")
+        expect_close(
+            jacobian_estimate(ydot.clone(), u.clone()), want,
+            f"batch {batch}, width {width}: Ĵ", "= (K, d)",
+            "Ĵ differs from the fdfa rule's estimate. Hint: the outer product of each "
+            "example's ẏ_n (K) with its u_n (d), averaged over the N examples: ydot.T @ u / N.",
+            rtol=1e-8, atol=1e-12)
     return "fdfa_ex2: all checks passed"
 
 

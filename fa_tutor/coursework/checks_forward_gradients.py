@@ -11,7 +11,7 @@ from torch.func import functional_call
 from ..metrics.estimator import variance_theory
 from ..models.mlp import MLP
 from ..rules.base import make_rule
-from .registry import check
+from .registry import check, expect_close
 
 
 @check("forward_gradients_ex2")
@@ -44,15 +44,10 @@ def forward_gradients_ex2(fg_w: Callable) -> str:
             raise AssertionError(f"expected {len(want)} tensors (one per parameter), "
                                  f"got {len(got)}")
         for name, g, w in zip(names, got, want):
-            g = torch.as_tensor(g)
-            if g.shape != w.shape:
-                raise AssertionError(f"{name}: shape {tuple(g.shape)}, expected "
-                                     f"{tuple(w.shape)} (the parameter's shape)")
-            if not torch.allclose(g.to(w.dtype), w, rtol=1e-6, atol=1e-9):
-                raise AssertionError(
-                    f"{name}: the estimate differs from fa_tutor's fg_w. Hint: "
-                    "_, d = torch.func.jvp(loss_of, params, v) gives d = ∇L·v; "
-                    "multiply every tangent by that one number.")
+            expect_close(g, w, name, "(the parameter's shape)",
+                         "the estimate differs from fa_tutor's fg_w. Hint: "
+                         "_, d = torch.func.jvp(loss_of, params, v) gives d = ∇L·v; "
+                         "multiply every tangent by that one number.", rtol=1e-6, atol=1e-9)
     return "forward_gradients_ex2: all checks passed"
 
 
