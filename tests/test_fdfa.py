@@ -192,3 +192,54 @@ def test_fdfa_feedback_ema_variance_matches_formula_on_frozen_network():
         assert torch.equal(B.detach(), B0[k])
     with pytest.raises(ValueError, match="rate"):
         fdfa_feedback_variance(rule, x, y, rate=0.0, steps=10)
+
+
+class _LayerNormNet(torch.nn.Module):
+    """x → Linear → LayerNorm (affine) → ReLU → Linear → LayerNorm (plain) → ReLU → Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.ln1 = torch.nn.Linear(6, 10), torch.nn.LayerNorm(10)
+        self.fc2, self.ln2 = torch.nn.Linear(10, 12), torch.nn.LayerNorm(12, elementwise_affine=False)
+        self.head = torch.nn.Linear(12, K)
+        with torch.no_grad():
+            self.ln1.weight.uniform_(0.5, 1.5)
+            self.ln1.bias.uniform_(-0.5, 0.5)
+
+    def forward(self, x, d1=0.0, d2=0.0):  # d_l: perturbations added to h_l (the reference)
+        h1 = F.relu(self.ln1(self.fc1(x))) + d1
+        h2 = F.relu(self.ln2(self.fc2(h1))) + d2
+        return self.head(h2)
+
+
+def test_fdfa_through_layer_norm_matches_reverse_mode_jvp_and_dfa():
+    """The written-out LayerNorm tangent gives ẏ = Σ_l J_l u_l exactly; the primal graph is intact."""
+    torch.manual_seed(0)
+    model = _LayerNormNet().double()
+    g = torch.Generator().manual_seed(3)
+    N = 5
+    x = torch.randn(N, 6, generator=g, dtype=torch.float64)
+    y = torch.randint(0, K, (N,), generator=g)
+    fdfa = ft.make_rule("fdfa", model, seed=7, feedback_init="random", input_shape=(6,))
+    B = {k: b.detach().clone() for k, b in fdfa.feedback.items()}
+    assert list(B) == ["fc1.weight", "fc2.weight"]
+    fdfa.step(x, y)
+    gu = torch.Generator().manual_seed(rule_generator_seed(7))
+    for b in B.values():  # the init draws come first, then u_1, u_2
+        torch.empty_like(b).uniform_(generator=gu)
+    us = [torch.randn(N, n, generator=gu, dtype=torch.float64) for n in (10, 12)]
+    _, ydot = torch.autograd.functional.jvp(lambda d1, d2: model(x, d1, d2),
+                                            tuple(torch.zeros_like(u) for u in us), tuple(us))
+    for (key, B0), u in zip(B.items(), us):
+        want = B0 - ydot.T @ u / N
+        torch.testing.assert_close(fdfa.feedback[key].grad, want, rtol=1e-9, atol=1e-11)
+    # the hidden layers' updates: DFA with the same B (no tangents anywhere)
+    fdfa_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    dfa = ft.make_rule("dfa", model, seed=0, input_shape=(6,))
+    with torch.no_grad():
+        for key, B0 in B.items():
+            dfa.feedback[key].copy_(B0)
+    dfa.step(x, y)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, fdfa_grads[name], rtol=1e-10, atol=1e-12)
