@@ -92,3 +92,42 @@ def test_failing_cell_is_retried_and_reported(tmp_path: Path, monkeypatch: pytes
     assert info.value.failures[0].attempts == 3
     assert len(read_results(EXPERIMENT, tmp_path)) == 2  # nothing finished was lost or duplicated
     assert all(json.loads(ln) for ln in (tmp_path / f"{EXPERIMENT}.jsonl").read_text().splitlines())
+
+
+_ORPHAN_SCRIPT = """
+import concurrent.futures as cf, multiprocessing as mp, os, sys, time
+from fa_tutor.bench.runner import exit_with_parent
+
+if __name__ == "__main__":
+    pool = cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"),
+                                  initializer=exit_with_parent, initargs=(os.getpid(), 0.1))
+    print(pool.submit(os.getpid).result(), flush=True)  # the worker's pid
+    pool.submit(time.sleep, 600)  # a long cell
+    time.sleep(600)
+"""
+
+
+def test_pool_worker_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
+    """SIGKILL the sweep's parent: its worker stops instead of training for nobody."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "orphan.py"
+    script.write_text(_ORPHAN_SCRIPT)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    os.kill(worker, 0)  # alive while the parent is
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(worker, signal.SIGKILL)
+    pytest.fail("the pool worker outlived its killed parent by 10 s")

@@ -11,6 +11,8 @@ import datetime as dt
 import json
 import logging
 import math
+import os
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -196,6 +198,21 @@ def _serial_backend(device: str) -> Backend:
     return run
 
 
+def exit_with_parent(parent: int, poll_s: float = 1.0) -> None:
+    """Pool-worker initializer: end this worker once its parent process is gone.
+
+    A killed ``bench run`` would otherwise leave its workers training their
+    current cell to the end for nobody (only the parent writes results). The
+    cell's checkpoint stays, so the next ``bench run`` resumes it.
+    """
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _pool_backend(workers: int, device: str) -> Backend:
     import concurrent.futures as cf
     import multiprocessing as mp
@@ -210,7 +227,8 @@ def _pool_backend(workers: int, device: str) -> Backend:
         attempts = {j[2]: 0 for j in jobs}
         pending = list(jobs)
         while pending:
-            pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+            pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                          initializer=exit_with_parent, initargs=(os.getpid(),))
             futures = {}
             for job, dev in zip(pending, devices(len(pending))):
                 name, quick, key, ckpt, threads = job
