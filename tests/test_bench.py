@@ -108,8 +108,23 @@ def test_step_cost_quick_writes_contract_lines(tmp_path, monkeypatch) -> None:
         m = ln["metrics"]
         assert "unsupported" in m or "failed" in m or (
             m["seconds_per_step"] > 0 and m["forward_passes"] > 0)
-    bp = next(ln for ln in lines if ln["rule"] == "bp")["metrics"]
-    assert bp["ratio_to_bp"] == 1.0
+    by_rule = {ln["rule"]: ln["metrics"] for ln in lines}
+    assert by_rule["bp"]["ratio_to_bp"] == 1.0
+    # where the cost goes: backprop and FA draw nothing; FG-A draws one Gaussian per hidden unit
+    assert by_rule["bp"]["draw_share"] == 0.0 and by_rule["fa"]["draw_share"] == 0.0
+    assert 0.0 < by_rule["fg_a"]["draw_share"] < 1.0
+    m = by_rule["fg_a"]
+    assert m["ratio_without_draws"] == pytest.approx(m["ratio_to_bp"] * (1 - m["draw_share"]))
+
+
+def test_draw_share_counts_only_random_ops() -> None:
+    from fa_tutor.bench.experiments.step_cost import draw_share
+
+    x = torch.empty(200_000)
+    assert draw_share(lambda: x.normal_(), 2, "cpu") == pytest.approx(1.0)
+    assert draw_share(lambda: x.mul_(1.0), 2, "cpu") == 0.0
+    share = draw_share(lambda: (x.normal_(), x.exp_()), 2, "cpu")
+    assert 0.05 < share < 0.95
 
 
 def test_training_quick_cell_writes_contract_lines_and_rerun_skips(tmp_path, monkeypatch) -> None:
@@ -244,3 +259,19 @@ def test_beside_published_puts_ours_next_to_biotorch_and_flags_divergence(tmp_pa
     assert table.loc["bp", "ours test_error"].startswith("10.00") and table.loc["bp", "note"] == ""
     assert table.loc["dfa", "note"].startswith("diverged (loss NaN) in epoch 12")
     assert table.loc["fa", "ours test_error"] is None  # published only
+
+
+def test_step_cost_tables_read_ratios_and_draw_shares() -> None:
+    rows = [("bp", "mlp", 1.0, 0.0, 1.0), ("fa", "mlp", 1.05, 0.0, 1.1),
+            ("fg_a", "mlp", 1.5, 0.2, 1.2), ("fg_a", "lenet", 2.0, 0.5, 1.2),
+            ("bp", "lenet", 1.0, 0.0, 1.0), ("fa", "lenet", 1.2, 0.0, 1.1)]
+    df = pd.DataFrame(rows, columns=["rule", "model", "ratio_to_bp", "draw_share", "target"])
+    df["ratio_without_draws"] = df.ratio_to_bp * (1 - df.draw_share)
+    table = report.step_cost_table(df)
+    assert table.loc["fa", "mlp"] == 1.05 and not table.loc["fa", "within target"]
+    assert table.loc["bp", "within target"]
+    draws = report.step_cost_draws(df)
+    assert list(draws.index) == ["fg_a"]  # only rules that draw
+    assert draws.loc["fg_a", ("draws (% of step)", "lenet")] == 50.0
+    assert draws.loc["fg_a", ("ratio without draws", "mlp")] == 1.2
+    assert report.step_cost_draws(df.drop(columns="draw_share")).empty  # older lines

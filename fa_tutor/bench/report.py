@@ -289,3 +289,17 @@ def step_cost_table(df: pd.DataFrame) -> pd.DataFrame:
     table["within target"] = (table[models].max(axis=1) <= table["target"]) | (
         table.index == "bp")
     return table.round(3)
+
+
+def step_cost_draws(df: pd.DataFrame) -> pd.DataFrame:
+    """Rules that draw random numbers: ratio to bp, share of the step spent drawing, and the
+    ratio with the draws taken out (``ratio × (1 − share)``), per model; empty if not measured."""
+    if df.empty or "draw_share" not in df:
+        return pd.DataFrame()
+    ok = df.dropna(subset=["ratio_to_bp", "draw_share"])
+    drawing = ok.groupby("rule")["draw_share"].max() > 0.01
+    ok = ok[ok.rule.isin(drawing[drawing].index)].assign(draw_pct=lambda d: 100 * d.draw_share)
+    values = {"ratio_to_bp": "ratio", "draw_pct": "draws (% of step)",
+              "ratio_without_draws": "ratio without draws"}
+    table = ok.pivot_table(index="rule", columns="model", values=list(values), aggfunc="median")
+    return table.rename(columns=values, level=0).round(2)

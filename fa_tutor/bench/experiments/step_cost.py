@@ -5,7 +5,9 @@ rounds (rule A, rule B, …, then again), so slow drifts of the machine hit ever
 rule alike; the reported cost is the median over rounds of the mean step time.
 A step is ``zero_grad → rule.step(x, y) → optimizer.step()``. One inference
 forward pass (no grad) is timed in the same rounds, so each step is also
-reported in forward-pass units (``forward_passes``): where the cost goes.
+reported in forward-pass units (``forward_passes``), and one profiled run per
+rule measures the share of its step spent drawing random numbers (``draw_share``;
+``ratio_without_draws`` is the ratio with that share taken out): where the cost goes.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import functools
 import math
 import statistics
 import time
+from typing import Callable
 
 import torch
 
@@ -43,6 +46,37 @@ def _fake_data(shape: tuple, classes: int) -> Dataset:
     x = torch.zeros(2, *shape)
     y = torch.zeros(2, dtype=torch.long)
     return Dataset("synthetic", x, y, x, y, classes)
+
+
+#: ATen ops that draw random numbers (their self time is the cost of the draws)
+RANDOM_OPS = frozenset({"aten::normal_", "aten::normal", "aten::uniform_", "aten::bernoulli_",
+                        "aten::bernoulli", "aten::random_", "aten::randn", "aten::rand",
+                        "aten::randint", "aten::randperm"})
+
+
+def draw_share(call: Callable[[], None], steps: int, device: str) -> float:
+    r"""Fraction of a step's op time spent drawing random numbers, from one profiled run.
+
+    .. math:: s = \frac{\sum_{\text{op} \in \text{RANDOM\_OPS}} t_\text{self}(\text{op})}
+                       {\sum_\text{op} t_\text{self}(\text{op})}
+
+    with self times on the CPU, or on the GPU for CUDA runs (where a draw's CPU
+    time is only its launch). The profiler's own overhead makes this an estimate.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.startswith("cuda")
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            call()
+        if cuda:
+            torch.cuda.synchronize()
+    attr = "self_device_time_total" if cuda else "self_cpu_time_total"
+    events = prof.key_averages()
+    total = sum(getattr(e, attr) for e in events)
+    drawn = sum(getattr(e, attr) for e in events if e.key in RANDOM_OPS)
+    return drawn / total if total > 0 else math.nan
 
 
 def measure(cell: Cell, device: str, _: object) -> list[tuple[str, dict]]:
@@ -110,8 +144,10 @@ def measure(cell: Cell, device: str, _: object) -> list[tuple[str, dict]]:
         if name == FORWARD:
             continue
         med = statistics.median(ts)
+        share = draw_share(calls[name], steps, device)
         out.append((name, {"seconds_per_step": med, "ratio_to_bp": med / bp, "target": target(name),
                            "forward_seconds": fwd, "forward_passes": med / fwd,
+                           "draw_share": share, "ratio_without_draws": med * (1 - share) / bp,
                            "batch_size": batch, "rounds": rounds, "steps_per_round": steps,
                            "threads": torch.get_num_threads()}))
     for name, why in skipped.items():
