@@ -275,3 +275,16 @@ def test_step_cost_tables_read_ratios_and_draw_shares() -> None:
     assert draws.loc["fg_a", ("draws (% of step)", "lenet")] == 50.0
     assert draws.loc["fg_a", ("ratio without draws", "mlp")] == 1.2
     assert report.step_cost_draws(df.drop(columns="draw_share")).empty  # older lines
+
+
+def test_localmixer_fashion_cells_are_labelled_substituted_with_a_note() -> None:
+    from fa_tutor.bench.experiments import localmixer
+    from fa_tutor.bench.runner import _line
+
+    cells = EXPERIMENTS["localmixer"].cells(False)
+    scales = {(c.dataset, c.scale) for c in cells}
+    assert scales == {("fashion_mnist", "substituted"), ("mnist", "full"), ("cifar10", "full")}
+    fashion = next(c for c in cells if c.dataset == "fashion_mnist")
+    line = _line(fashion, fashion.rule, {}, "cpu", pd.Timestamp.now(tz="UTC").to_pydatetime(), 0.0)
+    assert line["scale"] == "substituted" and line["config"]["note"] == localmixer.SUBSTITUTE_NOTE
+    assert {c.scale for c in EXPERIMENTS["localmixer"].cells(True)} == {"quick"}

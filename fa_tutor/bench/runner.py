@@ -275,6 +275,8 @@ def _ray_backend(address: str, device: str) -> Backend:
 
 def _line(cell: Cell, rule: str, metrics: dict, device: str, started: dt.datetime, wall: float) -> dict:
     config = cell.config.to_dict() if cell.config is not None else dict(cell.options)
+    if cell.config is not None and cell.options.get("note"):  # what a substituted cell changed
+        config["note"] = cell.options["note"]
     return {
         "experiment": cell.experiment, "rule": rule, "model": cell.model, "dataset": cell.dataset,
         "seed": cell.seed, "scale": cell.scale, "setting": cell.setting, "cell": cell.key,
