@@ -74,6 +74,8 @@ def draw_share(call: Callable[[], None], steps: int, device: str) -> float:
             torch.cuda.synchronize()
     attr = "self_device_time_total" if cuda else "self_cpu_time_total"
     events = prof.key_averages()
+    if cuda:  # GPU time is listed under each op and again under its kernels: count the ops
+        events = [e for e in events if e.key.startswith("aten::")]
     total = sum(getattr(e, attr) for e in events)
     drawn = sum(getattr(e, attr) for e in events if e.key in RANDOM_OPS)
     return drawn / total if total > 0 else math.nan
