@@ -6,6 +6,8 @@ batch-norm tangent is ~50× slower on CPU); these write the tangent out once.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
@@ -58,3 +60,21 @@ def batch_norm_dual(input: Tensor, running_mean, running_var, weight=None, bias=
         t = x_t - x_t.mean(dims, keepdim=True) - xh * (x_t * xh).mean(dims, keepdim=True)
         t = t * inv if weight is None else t * inv * weight.view(-1, *[1] * (x.dim() - 2))
     return fwAD.make_dual(out, t)
+
+
+_WRITTEN_OUT: dict[Callable, Callable] = {F.layer_norm: layer_norm_dual,
+                                          F.batch_norm: batch_norm_dual}
+
+
+def written_out_dual(func: Callable, args: tuple) -> Callable:
+    """The dual to call for ``func(*args)`` inside a forward-mode pass.
+
+    ``layer_norm_dual`` / ``batch_norm_dual`` in place of ``F.layer_norm`` /
+    ``F.batch_norm`` when their input carries a tangent (same value, cheaper
+    tangent); ``func`` itself otherwise.  The one place the tangent-carrying rules'
+    ``__torch_function__`` modes choose a normalization's dual.
+    """
+    dual = _WRITTEN_OUT.get(func)
+    if dual is None or not args or not isinstance(args[0], Tensor) or tangent(args[0]) is None:
+        return func
+    return dual

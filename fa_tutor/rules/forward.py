@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, jvp, vmap
 
 from .base import Rule, check_batch, register
-from .dual import layer_norm_dual, tangent
+from .dual import tangent, written_out_dual
 from .intercept import _CONV2D, _LINEAR, Layer, find_layers
 from .tracking import Activation, ActivityMode, is_relu
 
@@ -119,8 +119,9 @@ class PerturbMode(ActivityMode):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
         in_place = name.startswith(("__i", "__set")) or (name[-1:] == "_" and name[-2:] != "__")
-        if func is F.layer_norm and args and tangent(args[0]) is not None:
-            func = layer_norm_dual  # same value, cheaper tangent; tags still follow
+        dual = written_out_dual(func, args)
+        if dual is not func:
+            func = dual  # a normalization with its tangent written out; tags still follow
         elif func is not _LINEAR and func is not _CONV2D and not in_place:
             args = tuple(self._zero_tangent(a, args) for a in args)
         return super().__torch_function__(func, types, args, kwargs)
