@@ -36,6 +36,53 @@ def test_export_removes_solutions_keeps_stubs(tmp_path: Path) -> None:
         assert original is None  # students get .ipynb only
 
 
+def _solution_lines(source: str) -> list[str]:
+    """The substantial lines between {solution-start} and {solution-end} in a chapter's source."""
+    lines, outside, inside = [], set(), False
+    for line in source.splitlines():
+        if "{solution-start}" in line or "{solution-end}" in line:
+            inside = "{solution-start}" in line
+        elif inside and len(line.strip()) > 25 and not line.startswith(("```", ":")):
+            lines.append(line.strip())
+        elif not inside:
+            outside.add(line.strip())
+    return [line for line in lines if line not in outside]  # not e.g. a stub's def line
+
+
+def test_export_drops_gated_solution_prose_and_keeps_the_exercises(tmp_path: Path) -> None:
+    """The text of a gated solution spans cells; none of it may reach the student."""
+    written = {p.stem: p for p in export.export(tmp_path)}
+    checked = 0
+    for path in CHAPTERS:
+        source = path.read_text()
+        student = "\n".join(c.source for c in nbformat.read(written[path.stem], as_version=4).cells)
+        for line in _solution_lines(source):
+            assert line not in student, f"{path.stem}: solution text leaked: {line[:60]!r}"
+            checked += 1
+        for label in __import__("re").findall(r":label: (\w+_ex\d+)", source):
+            assert f":label: {label}" in student  # the exercise itself stays
+    assert checked > 50  # the chapters do have gated solution prose and code
+
+
+def test_to_student_handles_one_cell_and_spanning_solutions() -> None:
+    md = lambda text: nbformat.v4.new_markdown_cell(text)
+    nb = nbformat.v4.new_notebook(cells=[
+        md("Intro\n```{solution} ex1\nsecret one\n```\nafter one"),
+        md("Before\n```{solution-start} ex2\n:class: dropdown\n```\nsecret two"),
+        nbformat.v4.new_code_cell("secret_code = 2"),
+        md("secret three\n```{solution-end}\n```\nkept tail"),
+        nbformat.v4.new_code_cell("ft.checks.ex2(f)"),
+    ])
+    out = export.to_student(nb)
+    text = "\n".join(c.source for c in out.cells)
+    assert "secret" not in text
+    for kept in ("Intro", "after one", "Before", "kept tail", "ft.checks.ex2(f)"):
+        assert kept in text
+    unclosed = nbformat.v4.new_notebook(cells=[md("```{solution-start} ex3\n```\nsecret")])
+    with pytest.raises(ValueError, match="solution-end"):
+        export.to_student(unclosed)
+
+
 @pytest.mark.notebook
 def test_round_trip_on_getting_started(tmp_path: Path) -> None:
     student = export.export(tmp_path)

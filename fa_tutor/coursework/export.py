@@ -7,7 +7,10 @@ from pathlib import Path
 import nbformat
 
 REPO = Path(__file__).resolve().parents[2]
-SOLUTION_DIRECTIVE = re.compile(r"```\{solution(-start)?\}.*?```|```\{solution-end\}\s*```", re.S)
+_DIRECTIVE = r"^(?P<fence>`{{3,}}|:{{3,}})\{{{name}\}}[^\n]*\n.*?^(?P=fence)[ \t]*(?:\n|\Z)"
+SOLUTION = re.compile(_DIRECTIVE.format(name="solution"), re.S | re.M)  # one block
+SOLUTION_START = re.compile(_DIRECTIVE.format(name="solution-start"), re.S | re.M)
+SOLUTION_END = re.compile(_DIRECTIVE.format(name="solution-end"), re.S | re.M)
 
 
 def chapter_paths(root: Path = REPO) -> list[Path]:
@@ -25,16 +28,42 @@ def _is_notebook(path: Path) -> bool:
     return len(parts) > 2 and "kernelspec" in parts[1]
 
 
+def _strip_solutions(text: str, inside: bool) -> tuple[str, bool]:
+    """``text`` without its solutions; ``inside``: whether a gated solution is open.
+
+    A ``{solution}`` directive is one block; a gated ``{solution-start}`` …
+    ``{solution-end}`` solution may span cells, so the state carries over.
+    """
+    kept = []
+    while text:
+        if inside:
+            end = SOLUTION_END.search(text)
+            if end is None:
+                return "".join(kept), True  # the rest of this cell is solution
+            text, inside = text[end.end():], False
+            continue
+        start = SOLUTION_START.search(text)
+        kept.append(SOLUTION.sub("", text if start is None else text[:start.start()]))
+        if start is None:
+            break
+        text, inside = text[start.end():], True
+    return "".join(kept), inside
+
+
 def to_student(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Drop code cells tagged ``solution`` and the solution prose; keep stubs and checks."""
-    cells = []
+    """Drop the solutions (cells tagged ``solution``, ``{solution}`` blocks and everything
+    between ``{solution-start}`` and ``{solution-end}``); keep stubs and checks."""
+    cells, inside = [], False
     for cell in nb.cells:
         tags = cell.get("metadata", {}).get("tags", [])
-        if "solution" in tags:
-            continue
         if cell.cell_type == "markdown":
-            cell.source = SOLUTION_DIRECTIVE.sub("", cell.source)
-        cells.append(cell)
+            cell.source, inside = _strip_solutions(cell.source, inside)
+            if cell.source.strip():
+                cells.append(cell)
+        elif "solution" not in tags and not inside:
+            cells.append(cell)
+    if inside:
+        raise ValueError("a {solution-start} without its {solution-end}")
     nb.cells = cells
     nb.metadata.setdefault("fa_tutor", {})["student"] = True
     return nb
@@ -48,7 +77,10 @@ def export(directory: str | Path, root: Path = REPO) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for path in chapter_paths(root):
-        nb = to_student(jupytext.read(path))
+        try:
+            nb = to_student(jupytext.read(path))
+        except ValueError as err:
+            raise ValueError(f"{path.name}: {err}") from None
         target = out / f"{path.stem}.ipynb"
         nbformat.write(nb, target)
         written.append(target)
