@@ -357,6 +357,31 @@ def test_step_overwrites_and_seed_reproducible(name):
             assert torch.equal(p.grad, first[n]), n
 
 
+@pytest.mark.parametrize("name", ["fa", "kp", "dfa", "fg_a"])
+def test_unseeded_rule_leaves_the_global_generator_alone(name):
+    """seed=None draws the rule's seed without reseeding torch's global generator."""
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    model = mlp()
+    torch.manual_seed(5)
+    rules = [ft.make_rule(name, model) for _ in range(2)]
+    assert torch.equal(torch.rand(3), expected)
+    assert rules[0].seed != rules[1].seed  # still a fresh seed each time
+
+
+@pytest.mark.parametrize("name", LAYERWISE)
+def test_frozen_layer_gets_no_update_and_kp_leaves_its_B_alone(name):
+    model, (x, y) = mlp(), batch()
+    model.layers[0].weight.requires_grad_(False)
+    rule = ft.make_rule(name, model, seed=0)
+    rule.step(x, y)
+    assert model.layers[0].weight.grad is None
+    assert model.layers[1].weight.grad.abs().max() > 1e-4
+    if name == "kp":
+        assert rule.feedback[NAMES[0]].grad is None
+        assert torch.equal(rule.feedback[NAMES[1]].grad, model.layers[1].weight.grad)
+
+
 @pytest.mark.parametrize("name", ["fa", "adafa", "kp"])
 def test_feedback_is_live(name):
     model, (x, y) = mlp(), batch()

@@ -150,7 +150,7 @@ class Rule(abc.ABC):
     def __init__(self, model: nn.Module, *, loss_fn: LossFn | None = None, seed: int | None = None):
         self.model = model
         self.loss_fn: LossFn = loss_fn if loss_fn is not None else F.cross_entropy
-        self.seed = seed if seed is not None else int(torch.seed() % (2**31))
+        self.seed = seed if seed is not None else int(torch.Generator().seed() % (2**31))  # global RNG untouched
         device = _model_device(model)
         self.generator = torch.Generator(device=device).manual_seed(rule_generator_seed(self.seed))
         self.feedback: dict[str, Tensor] = {}

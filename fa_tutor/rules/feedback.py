@@ -432,6 +432,7 @@ class KolenPollack(LayerwiseFeedbackRule):
 
     def _compute_grads(self, x: Tensor, y: Tensor) -> Tensor:
         loss = super()._compute_grads(x, y)
-        for layer in self.layers:  # KP: B's gradient is W's
-            self.feedback[layer.weight_name].grad = layer.weight.grad.clone()
+        for layer in self.layers:  # KP: B's gradient is W's (none for a frozen W)
+            g = layer.weight.grad
+            self.feedback[layer.weight_name].grad = None if g is None else g.clone()
         return loss
