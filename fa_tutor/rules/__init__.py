@@ -15,6 +15,6 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*torch.jit.script.*")  # Future- or DeprecationWarning
     import torch._decomp.decompositions_for_jvp  # noqa: F401
 
-from .base import NonFiniteLossError, Rule, RuleSpec, available_rules, make_rule, register, rule_spec
+from .base import BatchShapeError, NonFiniteLossError, Rule, RuleSpec, available_rules, make_rule, register, rule_spec
 
-__all__ = ["NonFiniteLossError", "Rule", "RuleSpec", "available_rules", "make_rule", "register", "rule_spec"]
+__all__ = ["BatchShapeError", "NonFiniteLossError", "Rule", "RuleSpec", "available_rules", "make_rule", "register", "rule_spec"]

@@ -21,6 +21,7 @@ import hashlib
 import inspect
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable, Iterator
 
@@ -31,10 +32,16 @@ from torch import Tensor, nn
 log = logging.getLogger(__name__)
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
+#: PyTorch's messages for an input that does not fit a layer (re-raised as a ValueError)
+_SHAPE_ERROR = re.compile(r"shape|size|channels|dimension|\b\d+D\b", re.I)
 
 #: Shared docstring text (used by every rule class docstring).
 SEED_DOC = "seed: seeds the rule's own generator (feedback init, perturbations); None draws one."
 LOSS_DOC = "loss_fn: ``loss_fn(logits, y) -> scalar``; defaults to mean cross-entropy."
+
+
+class BatchShapeError(ValueError):
+    """A batch whose shape the model's layers cannot take (PyTorch's message attached)."""
 
 
 class NonFiniteLossError(ValueError, FloatingPointError):
@@ -150,7 +157,8 @@ class Rule(abc.ABC):
     def __init__(self, model: nn.Module, *, loss_fn: LossFn | None = None, seed: int | None = None):
         self.model = model
         self.loss_fn: LossFn = loss_fn if loss_fn is not None else F.cross_entropy
-        self.seed = seed if seed is not None else int(torch.Generator().seed() % (2**31))  # global RNG untouched
+        # seed=None: a fresh seed from a throwaway generator (torch's global one untouched)
+        self.seed = seed if seed is not None else int(torch.Generator().seed() % (2**31))
         device = _model_device(model)
         self.generator = torch.Generator(device=device).manual_seed(rule_generator_seed(self.seed))
         self.feedback: dict[str, Tensor] = {}
@@ -159,7 +167,15 @@ class Rule(abc.ABC):
     # -- the public interface -------------------------------------------------
     def step(self, x: Tensor, y: Tensor) -> Tensor:
         """Write the rule's update into ``.grad`` of every trainable parameter; return the loss."""
-        loss = self._compute_grads(x, y)
+        try:
+            loss = self._compute_grads(x, y)
+        except RuntimeError as err:
+            if not _SHAPE_ERROR.search(str(err)):
+                raise
+            raise BatchShapeError(
+                f"rule {self.name!r}: a batch x of shape {tuple(x.shape)} does not fit the "
+                f"model ({err}); give x as (batch, *one example's shape the model takes)."
+            ) from err
         loss = loss.detach()
         if not torch.isfinite(loss).all():
             raise NonFiniteLossError(

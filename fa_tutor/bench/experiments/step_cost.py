@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from ...rules import Rule, available_rules, make_rule, rule_spec
+from ...rules import BatchShapeError, Rule, available_rules, make_rule, rule_spec
 from ...training import MODELS
 from ...data import Dataset
 from ..registry import Cell, experiment
@@ -104,6 +104,9 @@ def measure(cell: Cell, device: str, _: object) -> list[tuple[str, dict]]:
                 opt.zero_grad(set_to_none=True)
                 rule.step(x, y)
                 opt.step()
+        except BatchShapeError as err:  # the data does not fit: a failure, not a refusal
+            failed[name] = f"{type(err).__name__}: {str(err).splitlines()[0]}"
+            continue
         except ValueError as err:  # the rule refuses this model (e.g. lg_* without local losses)
             skipped[name] = str(err).splitlines()[0]
             continue
