@@ -104,6 +104,28 @@ def test_round_trip_on_getting_started(tmp_path: Path) -> None:
     assert export.check(nb_path)["getting_started_ex2"].startswith("failed")
 
 
+@pytest.mark.notebook
+def test_check_reports_crashing_answers_and_cells_that_stop_the_run(tmp_path: Path) -> None:
+    """An answer that raises is 'failed' with its exception; a broken cell before a check
+    leaves that check 'not run' with the reason, and check() itself does not raise."""
+    code = nbformat.v4.new_code_cell
+    parameters = code("quick = True")
+    parameters.metadata["tags"] = ["parameters"]
+    answer = code("def accuracy(logits, y):\n    return logits.no_such_method()")
+    nb = nbformat.v4.new_notebook(cells=[
+        parameters, code("import torch\nimport fa_tutor as ft"), answer,
+        code("ft.checks.getting_started_ex2(accuracy)")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "student.ipynb"
+    nbformat.write(nb, path)
+    status = export.check(path)["getting_started_ex2"]
+    assert status.startswith("failed: your code raised AttributeError"), status
+    answer.source = "def accuracy(logits, y):\n    return 1\nundefined_name"
+    nbformat.write(nb, path)
+    status = export.check(path)["getting_started_ex2"]
+    assert status.startswith("not run: an earlier cell failed (NameError"), status
+
+
 def test_cli_export(tmp_path: Path) -> None:
     from fa_tutor.cli import main
 

@@ -104,21 +104,30 @@ def check(notebook: str | Path, *, quick: bool = True, timeout: int = 900) -> di
             labels[i] = m.group(1)
             cell.source = _guarded(cell.source, m.group(1))
     tmp = path.with_name(path.stem + ".graded.ipynb")
-    pm.execute_notebook(nb, str(tmp), parameters={"quick": quick}, kernel_name="python3",
-                        cwd=str(path.parent), progress_bar=False, execution_timeout=timeout)
+    unrun = "not run"
+    try:
+        pm.execute_notebook(nb, str(tmp), parameters={"quick": quick}, kernel_name="python3",
+                            cwd=str(path.parent), progress_bar=False, execution_timeout=timeout)
+    except pm.PapermillExecutionError as err:  # a cell outside the checks failed: stop there
+        unrun = (f"not run: an earlier cell failed ({err.ename}: "
+                 f"{(str(err.evalue).splitlines() or [''])[0]}; see {tmp.name})")
     ran = nbformat.read(tmp, as_version=4)
     text = "".join(o.get("text", "") for c in ran.cells if c.cell_type == "code"
                    for o in c.get("outputs", []) if o.get("name") == "stdout")
     report = {}
     for label in labels.values():  # papermill inserts a cell, so match by label, not by index
         status = re.search(rf"CHECK {label}: (.*)", text)
-        report[label] = status.group(1).strip() if status else "not run"
+        report[label] = status.group(1).strip() if status else unrun
     return report
 
 
 def _guarded(source: str, label: str) -> str:
-    """Wrap a check cell so a stub (NotImplementedError) or a wrong answer is reported, not fatal."""
+    """Wrap a check cell so a stub (NotImplementedError), a wrong answer (AssertionError) or
+    an answer that crashes (any other exception) is reported, not fatal."""
     body = "\n".join("    " + line for line in source.splitlines())
+    first = "(str(err).splitlines() or [''])[0]"
     return (f"try:\n{body}\n    print('CHECK {label}: passed')\n"
             f"except NotImplementedError:\n    print('CHECK {label}: not done')\n"
-            f"except AssertionError as err:\n    print('CHECK {label}: failed:', str(err).splitlines()[0])\n")
+            f"except AssertionError as err:\n    print('CHECK {label}: failed:', {first})\n"
+            f"except Exception as err:\n"
+            f"    print('CHECK {label}: failed: your code raised', type(err).__name__ + ':', {first})\n")
