@@ -131,3 +131,22 @@ def test_pool_worker_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
         time.sleep(0.1)
     os.kill(worker, signal.SIGKILL)
     pytest.fail("the pool worker outlived its killed parent by 10 s")
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "cpu:0", ""])
+def test_bad_device_fails_once_before_any_cell(device: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="Unknown device .*choose one of: auto, cpu, cuda"):
+        run_experiment("fdfa", quick=True, device=device, out=tmp_path, progress=False)
+    assert not list(tmp_path.glob("*.jsonl"))  # nothing ran, nothing written
+
+
+def test_ray_asks_a_gpu_per_cell_for_cuda_and_for_auto_on_a_gpu_cluster(monkeypatch) -> None:
+    from fa_tutor.bench.runner import ray_gpus_per_cell
+
+    monkeypatch.delenv("FA_TUTOR_DEVICE", raising=False)
+    assert ray_gpus_per_cell("cuda", {"CPU": 8.0}) == 1
+    assert ray_gpus_per_cell("cpu", {"CPU": 8.0, "GPU": 2.0}) == 0
+    assert ray_gpus_per_cell("auto", {"CPU": 8.0, "GPU": 2.0}) == 1
+    assert ray_gpus_per_cell("auto", {"CPU": 8.0}) == 0
+    monkeypatch.setenv("FA_TUTOR_DEVICE", "cpu")
+    assert ray_gpus_per_cell("auto", {"CPU": 8.0, "GPU": 2.0}) == 0

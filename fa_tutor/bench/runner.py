@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from ..data import DatasetNotAvailable
 from ..rules import NonFiniteLossError
 from ..training import train
-from ..utils import provenance, resolve_device
+from ..utils import check_device_spec, provenance, resolve_device
 from .registry import Cell, get_experiment
 
 log = logging.getLogger(__name__)
@@ -147,6 +147,9 @@ def run_experiment(name: str, *, quick: bool = False, device: str = "auto", out:
     CUDA runs).  ``threads`` fixes torch's CPU threads per cell, which makes
     results bit-identical across the three modes.
     """
+    check_device_spec(device)  # a bad --device fails here, once, not in every cell
+    if not ray_address:  # a Ray cluster may have the GPU this machine lacks
+        resolve_device(device)
     path = results_path(name, out)
     path.parent.mkdir(parents=True, exist_ok=True)
     cells = pending_cells(name, quick=quick, out=out)
@@ -248,6 +251,15 @@ def _pool_backend(workers: int, device: str) -> Backend:
     return run
 
 
+def ray_gpus_per_cell(device: str, cluster: dict) -> int:
+    """1 for CUDA runs, and for ``auto`` when the cluster has a GPU (Ray shows a task only
+    the GPUs it asked for, so ``auto`` must ask to resolve to CUDA there); else 0."""
+    spec = os.environ.get("FA_TUTOR_DEVICE", "auto") if device in (None, "auto") else device
+    if spec == "auto":
+        return 1 if cluster.get("GPU", 0) >= 1 else 0
+    return 1 if str(spec).startswith("cuda") else 0
+
+
 def _ray_backend(address: str, device: str) -> Backend:
     try:
         import ray
@@ -258,7 +270,7 @@ def _ray_backend(address: str, device: str) -> Backend:
         if not ray.is_initialized():
             ray.init(address=None if address == "local" else address, ignore_reinit_error=True,
                      log_to_driver=False)
-        gpus = 1 if str(device).startswith("cuda") else 0
+        gpus = ray_gpus_per_cell(device, ray.cluster_resources())
         remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=retries,
                             retry_exceptions=True)(execute_cell)
         refs = {remote.remote(name, quick, key, device, ckpt, threads): key

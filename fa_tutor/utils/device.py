@@ -12,11 +12,20 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``"auto"``/``None`` → ``$FA_TUTOR_DEVICE`` if set, else ``cuda`` when available, else ``cpu``."""
     if isinstance(device, torch.device):
         return device
-    spec = device if device not in (None, "auto") else os.environ.get("FA_TUTOR_DEVICE", "auto")
+    spec = check_device_spec(device if device not in (None, "auto")
+                             else os.environ.get("FA_TUTOR_DEVICE", "auto"))
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not isinstance(spec, str) or spec.split(":")[0] not in CHOICES:
-        raise ValueError(f"Unknown device {spec!r}; choose one of: {', '.join(CHOICES)} (or cuda:N)")
     if spec.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {spec!r} requested but CUDA is not available on this machine; use 'cpu'")
     return torch.device(spec)
+
+
+def check_device_spec(spec: str | None) -> str:
+    """``spec`` if it names a device kind (auto, cpu, cuda, cuda:N), else a ValueError
+    naming the choices; whether this machine has that device is not checked."""
+    spec = "auto" if spec is None else spec
+    kind, _, index = spec.partition(":") if isinstance(spec, str) else ("", "", "")
+    if kind not in CHOICES or (index and (kind != "cuda" or not index.isdigit())):
+        raise ValueError(f"Unknown device {spec!r}; choose one of: {', '.join(CHOICES)} (or cuda:N)")
+    return spec
