@@ -168,6 +168,25 @@ def test_a_diverged_cell_is_a_result_with_its_epoch(tmp_path, monkeypatch) -> No
     assert run_experiment(name, quick=True, device="cpu", out=tmp_path, progress=False) == []
 
 
+def test_a_diverged_estimator_cell_records_its_epoch_and_the_initial_measurement(
+        tmp_path, monkeypatch) -> None:
+    """estimator-variance uses the same ``diverged_epoch`` as the training runner."""
+    from fa_tutor.bench.experiments import estimator_variance as ev
+    from fa_tutor.bench.experiments._common import config_cell
+
+    name = "estimator-variance"
+    cfg = ev.BASE.replace(rule="fa", seed=0, **ev.QUICK).replace(lr=1e30, momentum=0.9)
+    cell = config_cell(name, cfg, model="mlp", scale="quick", setting={}, runner="estimator",
+                       draws=ev.QUICK_DRAWS)
+    monkeypatch.setitem(EXPERIMENTS, name, dataclasses.replace(EXPERIMENTS[name],
+                                                               cells=lambda quick: [cell]))
+    (line,) = run_experiment(name, quick=True, device="cpu", out=tmp_path, progress=False)
+    m = line["metrics"]
+    assert m["diverged_epoch"] >= 1 and "not finite" in m["diverged"]
+    assert 0.0 < m["initial_est_cosine"] < 1.0  # FA at initialisation: measured before it all
+    assert len(m["history"].get("epoch", [])) == m["diverged_epoch"] - 1
+
+
 class Interrupt(RuntimeError):
     pass
 
