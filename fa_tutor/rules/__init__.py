@@ -1,11 +1,13 @@
 """Learning rules behind one interface: ``make_rule(name, model).step(x, y)``.
 
-Families, one module each: :mod:`.backprop` (bp), :mod:`.feedback` (fa, usf,
-frsf, brsf, adafa, kp), :mod:`.direct` (dfa, dkp, fdfa), :mod:`.forward` (fg_w,
-fg_a), :mod:`.local` (lg_bp, lg_fa, lg_fg_w, lg_fg_a).  Shared machinery: :mod:`.base`
-(the Rule interface and registry), :mod:`.intercept` (weight ops with a rule's
-backward), :mod:`.tracking` (finding each layer's activity), :mod:`.dual`
-(forward-mode tangents of the normalizations).
+Families: :mod:`.backprop` (bp); layer-wise feedback :mod:`.feedback` (fa, adafa,
+kp) and :mod:`.sign_feedback` (usf, frsf, brsf); direct feedback :mod:`.direct`
+(dfa, dkp) and :mod:`.fdfa` (fdfa), both on the cut forward pass of
+:mod:`.direct_pass`; :mod:`.forward` (fg_w, fg_a); :mod:`.local` (lg_bp, lg_fa,
+lg_fg_w, lg_fg_a).  Shared machinery: :mod:`.base` (the Rule interface and
+registry), :mod:`.intercept` (weight ops with a rule's backward), :mod:`.tracking`
+(finding each layer's activity), :mod:`.dual` (forward-mode tangents of the
+normalizations).
 """
 import warnings
 

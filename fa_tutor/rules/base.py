@@ -146,7 +146,7 @@ def rule_generator_seed(seed: int) -> int:
 
 def _load_rule_modules() -> None:
     # Importing the family modules runs their @register lines.
-    from . import backprop, direct, feedback, forward, local  # noqa: F401
+    from . import backprop, direct, fdfa, feedback, forward, local, sign_feedback  # noqa: F401
 
 
 class Rule(abc.ABC):

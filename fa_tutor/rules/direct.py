@@ -1,15 +1,14 @@
-r"""Direct feedback rules: dfa, dkp, fdfa.
+r"""Direct feedback rules: the shared :class:`DirectRule`, dfa and dkp (fdfa: :mod:`.fdfa`).
 
 Each hidden layer gets the output error :math:`e = \partial L/\partial y` through its
 own :math:`B_l`: :math:`\delta_l \leftarrow (B_l^\top e) \odot f'(a_l)`; the output
 layer gets its true gradient. The rules differ only in :math:`B_l`.
 
-Mechanism (no hooks, no model copy): an :class:`~fa_tutor.rules.tracking.ActivityMode`
-finds each hidden activity :math:`h_l = f(a_l)`, keeps it and hands the rest of the
-network ``h_l.detach()`` (a graph cut: no backward from layer :math:`l+1` into
-:math:`l`). One Function on the logits, :class:`DirectFeedback`, sends :math:`e` to the
-output layer and :math:`e B_l` to each kept :math:`h_l`; autograd carries it through the
-layer's own activation and normalization to its weights.
+Mechanism (no hooks, no model copy; :mod:`.direct_pass`): a ``DirectPassMode`` keeps
+each hidden activity :math:`h_l = f(a_l)` and cuts the graph after it; one Function on
+the logits, ``DirectFeedback``, sends :math:`e` to the output layer and :math:`e B_l`
+to each kept :math:`h_l`; autograd carries it through the layer's own activation and
+normalization to its weights.
 
 :math:`B_l` has shape ``(*out_shape, *hidden_shape)`` (``(K, *hidden_shape)`` for
 ``(N, K)`` logits), known only after a forward pass: the rule runs one dry pass (eval
@@ -21,19 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import math
-import warnings
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.autograd.forward_ad as fwAD
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Rule, check_batch, register, rule_spec
-from .dual import tangent, written_out_dual
-from .intercept import Layer, find_layers
-from .tracking import Activation, ActivityMode
+from .direct_pass import DirectFeedback, DirectPass, DirectPassMode
+from .intercept import find_layers
 
 _ARGS = """model: an ``nn.Module`` built from ``nn.Linear``/``nn.Conv2d`` layers whose last
             weight layer produces the logits (normalization layers keep their exact local
@@ -50,103 +45,9 @@ _INIT_ARG = """feedback_init: ``"zeros"`` (default, the reference code) or ``"ra
 _INITS = ("zeros", "random")
 
 
-def _fill(cls: type) -> type:
+def fill_doc(cls: type) -> type:
     cls.__doc__ = cls.__doc__.replace("{args}", _ARGS).replace("{init_arg}", _INIT_ARG)
     return cls
-
-
-class DirectFeedback(torch.autograd.Function):
-    r"""Identity on the logits; backward: ``∂y ← e``, ``∂h_l ← e B_l``, ``∂B_l ← eᵀh_l``.
-
-    Called as ``DirectFeedback.apply(y, B_1, …, B_k, h_1, …, h_k)``. The output
-    layer sees the true error; each hidden activity :math:`h_l` gets the error
-    projected through :math:`B_l`. The gradient for :math:`B_l` (computed only
-    when :math:`B_l` requires grad, i.e. dkp) is the one a direct forward weight
-    from :math:`h_l` to :math:`y` would get.
-    """
-
-    @staticmethod
-    def forward(y: Tensor, *tensors: Tensor) -> Tensor:
-        return y.view_as(y)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
-        ctx.k = (len(inputs) - 1) // 2
-        ctx.save_for_backward(*inputs[1:])
-
-    @staticmethod
-    def backward(ctx: Any, e: Tensor):  # e: (N, *out_shape)
-        Bs, hs = ctx.saved_tensors[:ctx.k], ctx.saved_tensors[ctx.k:]
-        e2 = e.flatten(1)  # (N, K)
-        grad_B, grad_h = [], []
-        for i, (B, h) in enumerate(zip(Bs, hs)):
-            B2 = B.reshape(e2.shape[1], -1)  # (K, n_l)
-            # DFA: B_l where backprop would use the chain of weights above h_l
-            grad_h.append((e2 @ B2).view_as(h))  # (N, *hidden)
-            if ctx.needs_input_grad[1 + i]:  # dkp: a direct weight's gradient
-                grad_B.append((e2.mT @ h.flatten(1)).view_as(B))  # (K, n_l)
-            else:
-                grad_B.append(None)
-        return (e, *grad_B, *grad_h)  # the output layer gets the true error
-
-
-class _DirectMode(ActivityMode):
-    """Keeps each hidden activity, cuts the graph after it, (fdfa) perturbs its tangent."""
-
-    def __init__(self, layers: list[Layer], generator: torch.Generator | None):
-        super().__init__(layers)
-        self.generator = generator  # None: no perturbation (dfa, dkp, fdfa's forward)
-        self.groups: dict[str, list[Layer]] = {}
-        self.h: dict[str, Tensor] = {}  # key -> h_l, attached to layer l's graph
-        self.u: dict[str, Tensor] = {}  # key -> u_l (fdfa)
-
-    # fdfa: the weight ops' tangents by hand. PyTorch's own forward-mode formula also
-    # multiplies by the (absent) weight tangent, which doubles the cost of the tangent.
-    def linear(self, layer: Layer, x: Tensor, W: Tensor, b: Tensor | None) -> Tensor:
-        x, x_t = fwAD.unpack_dual(x)
-        out = F.linear(x, W, b)
-        if x_t is None:
-            return out
-        return fwAD.make_dual(out, F.linear(x_t, W.detach()))
-
-    def conv2d(self, layer: Layer, x, W, b, stride, padding, dilation, groups) -> Tensor:
-        x, x_t = fwAD.unpack_dual(x)
-        out = F.conv2d(x, W, b, stride, padding, dilation, groups)
-        if x_t is None:
-            return out
-        return fwAD.make_dual(out, F.conv2d(x_t, W.detach(), None, stride, padding,
-                                            dilation, groups))
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if self.generator is not None:  # a tangent pass: written-out normalization duals
-            func = written_out_dual(func, args)
-        return super().__torch_function__(func, types, args, kwargs)
-
-    def hidden(self, layers: list[Layer], z: Tensor, act: Activation) -> Tensor:
-        key = layers[0].weight_name
-        if key in self.h:
-            raise ValueError(
-                f"layer {layers[0].name!r} forms two activities in one forward pass "
-                "(a layer used twice); direct rules need one per layer")
-        h = act(z)  # (N, *hidden)
-        self.groups[key], self.h[key] = layers, h
-        if self.generator is None:
-            return h.detach()  # the cut: no backward from layer l+1 into layer l
-        primal, tangent = fwAD.unpack_dual(h)
-        u = torch.randn(h.shape, generator=self.generator, device=h.device,
-                        dtype=h.dtype)  # (N, *hidden)
-        self.u[key] = u
-        t = u if tangent is None else tangent.detach() + u  # ẏ = Σ_l J_l u_l
-        return fwAD.make_dual(primal.detach(), t)
-
-
-@dataclass
-class _Pass:
-    logits: Tensor
-    h: dict[str, Tensor]
-    u: dict[str, Tensor] = field(default_factory=dict)
-    ydot: Tensor | None = None
-
 
 class DirectRule(Rule):
     """Shared machinery of dfa, dkp and fdfa; subclasses set how B starts and learns."""
@@ -239,8 +140,8 @@ class DirectRule(Rule):
                 m.train(training)
 
     # -- the rule ------------------------------------------------------------------------
-    def _run(self, x: Tensor, perturb: bool = False) -> _Pass:
-        mode = _DirectMode(self.layers, self.generator if perturb else None)
+    def _run(self, x: Tensor, perturb: bool = False) -> DirectPass:
+        mode = DirectPassMode(self.layers, self.generator if perturb else None)
         with fwAD.dual_level() if perturb else contextlib.nullcontext():
             with mode:
                 out = self.model(x)
@@ -254,9 +155,9 @@ class DirectRule(Rule):
         Bs = [self._feedback_for(k, out.shape[1:], h) for k, h in mode.h.items()]
         Bs = [B if self.autograd_feedback else B.detach() for B in Bs]
         logits = DirectFeedback.apply(out, *Bs, *mode.h.values()) if Bs else out
-        return _Pass(logits, mode.h, mode.u, ydot)
+        return DirectPass(logits, mode.h, mode.u, ydot)
 
-    def _check_structure(self, mode: _DirectMode, out: Tensor) -> None:
+    def _check_structure(self, mode: DirectPassMode, out: Tensor) -> None:
         mode.check_all_seen(self.name, [out, *mode.h.values()])
         outputs = {layer.name for layer in mode.output_layers(out)}
         if not outputs:
@@ -287,17 +188,17 @@ class DirectRule(Rule):
         self.feedback_grads(run)
         return loss
 
-    def feedback_grads(self, run: _Pass) -> None:
+    def feedback_grads(self, run: DirectPass) -> None:
         """Write ``B.grad`` from the pass (fdfa); the fixed and autograd cases do nothing."""
 
 
-_FAMILY = "direct feedback"
-_DEFAULTS = {"input_shape": None, "unsupported": "error"}
+FAMILY = "direct feedback"
+DEFAULTS = {"input_shape": None, "unsupported": "error"}
 
 
-@register("dfa", family=_FAMILY, learned_feedback=False, defaults=_DEFAULTS,
+@register("dfa", family=FAMILY, learned_feedback=False, defaults=DEFAULTS,
           summary="fixed random feedback from the output error to each hidden layer (Nøkland)")
-@_fill
+@fill_doc
 class DirectFeedbackAlignment(DirectRule):
     r"""Direct feedback alignment: a fixed random matrix sends the output error to each layer.
 
@@ -336,10 +237,10 @@ class DirectFeedbackAlignment(DirectRule):
     """
 
 
-@register("dkp", family=_FAMILY, learned_feedback=True,
-          defaults={**_DEFAULTS, "feedback_init": "zeros"},
+@register("dkp", family=FAMILY, learned_feedback=True,
+          defaults={**DEFAULTS, "feedback_init": "zeros"},
           summary="direct feedback learned like a direct forward weight (Webster et al.)")
-@_fill
+@fill_doc
 class DirectKolenPollack(DirectRule):
     r"""Direct Kolen–Pollack: each B learns the update of a direct output weight.
 
@@ -377,73 +278,3 @@ class DirectKolenPollack(DirectRule):
     """
 
     autograd_feedback = True
-
-
-@register("fdfa", family=_FAMILY, learned_feedback=True, stochastic=True,
-          defaults={**_DEFAULTS, "feedback_init": "zeros"},
-          summary="DFA whose B tracks a forward-mode estimate of ∂y/∂h_l (Bacho & Chu)")
-@_fill
-class ForwardDirectFeedbackAlignment(DirectRule):
-    r"""Forward DFA: B is a moving average of forward-gradient estimates of ∂y/∂h_l.
-
-    .. math::
-        u_l \sim \mathcal{N}(0, I), \quad
-        \dot y \leftarrow \textstyle\sum_l J_l u_l \ \text{(one forward-mode pass)}, \quad
-        \hat J_l \leftarrow \tfrac1N \textstyle\sum_n \dot y_n u_{l,n}^\top, \quad
-        \nabla_{B_l} \leftarrow B_l - \hat J_l,
-
-    .. math::
-        \delta_l \leftarrow (B_l^\top e) \odot f'(a_l), \qquad
-        \nabla_{W_l} \leftarrow \delta_l h_{l-1}^\top, \qquad B_l(0) = 0
-
-    with :math:`J_l = \partial y/\partial h_l` and :math:`\mathbb{E}[\hat J_l]` its
-    batch mean, since the :math:`u_l` are independent with
-    :math:`\mathbb{E}[u u^\top] = I`. SGD at rate :math:`\lambda` on
-    :math:`B_l` is the moving average
-    :math:`B_l \leftarrow (1-\lambda) B_l + \lambda \hat J_l`. Bacho & Chu,
-    "Low-variance forward gradients using direct feedback alignment and
-    momentum", https://arxiv.org/abs/2212.07282.
-
-    Args:
-        {args}
-        {init_arg}
-
-    Example:
-        >>> import torch, fa_tutor as ft
-        >>> model = ft.models.FDFANet(4, 3, hidden=8)
-        >>> rule = ft.make_rule("fdfa", model, seed=0)
-        >>> opt_B = torch.optim.Adam(rule.parameters(), lr=1e-4)
-        >>> loss = rule.step(torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1]))
-        >>> opt_B.step()
-
-    .. note:: The released code optimises :math:`B_l` with Adam (lr 1e-4); plain
-       SGD gives the moving-average form above (the form the authors' later
-       spiking-network code uses), see :mod:`fa_tutor.metrics.ema`. Each :math:`u_l` has
-       the shape of :math:`h_l` and is drawn per example from the rule's
-       generator, in forward order of the layers, and one tangent per step is
-       used (the released code's setting). With BatchNorm in training mode,
-       :math:`J_l` includes the batch statistics' coupling; :math:`\hat J_l`
-       estimates the batch mean of the per-example Jacobians.
-
-    Taught in: {ref}`fdfa`.
-    """
-
-    perturb = True
-
-    def __init__(self, model: nn.Module, **kwargs: Any):
-        # The first make_dual loads PyTorch's forward-mode decompositions, which warns
-        # about its own use of torch.jit.script; load them once, quietly.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*torch.jit.script",
-                                    category=FutureWarning)
-            with fwAD.dual_level():
-                fwAD.make_dual(torch.zeros(1), torch.zeros(1))
-        super().__init__(model, **kwargs)
-
-    def feedback_grads(self, run: _Pass) -> None:
-        ydot = run.ydot if run.ydot is not None else torch.zeros_like(run.logits)  # (N, K)
-        with torch.no_grad():
-            for key, u in run.u.items():
-                B = self.feedback[key]
-                J = ydot.flatten(1).mT @ u.flatten(1) / u.shape[0]  # (K, n_l)
-                B.grad = B.detach() - J.view_as(B)  # SGD at rate λ: B ← (1-λ)B + λĴ

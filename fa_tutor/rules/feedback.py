@@ -1,4 +1,4 @@
-r"""Layer-wise feedback rules: fa, usf, frsf, brsf, adafa, kp.
+r"""Layer-wise feedback rules: the shared machinery, fa, adafa and kp (usf, frsf, brsf: :mod:`.sign_feedback`).
 
 Each rule is backprop with one change: the error sent from layer :math:`l` to
 the layer below goes through a feedback tensor :math:`B_l` (the shape of
@@ -35,17 +35,16 @@ _COMMON_ARGS = """model: an ``nn.Module`` built from ``nn.Linear``/``nn.Conv2d``
         unsupported: ``"error"`` (default): a layer with trainable weights the
             rule cannot convert raises ``ValueError``; ``"warn"``: it warns, and
             that layer keeps its exact gradient."""
-_SCALE_ARG = r"""scale: ``True`` (default): :math:`c_l` is the layer's Xavier std
-            :math:`\sqrt{2/(\text{fan\_in}+\text{fan\_out})}` (biotorch's uSF);
-            ``False``: :math:`c_l = 1`, the theory's sign-FA."""
-_DEFAULTS: dict[str, Any] = {"unsupported": "error"}
-_FAMILY = "layer-wise feedback"
+DEFAULTS: dict[str, Any] = {"unsupported": "error"}
+FAMILY = "layer-wise feedback"
 
 
-def _fill_args(cls: type) -> type:
-    """Put the shared Args text into the class docstring."""
+def fill_args(cls: type, **more: str) -> type:
+    """Put the shared Args text (and ``more``: ``{key}`` -> text) into the class docstring."""
     doc = cls.__doc__.replace("{common_args}", _COMMON_ARGS)
-    cls.__doc__ = doc.replace("{scale_arg}", _SCALE_ARG)
+    for key, text in more.items():
+        doc = doc.replace("{" + key + "}", text)
+    cls.__doc__ = doc
     return cls
 
 
@@ -85,7 +84,7 @@ class LayerwiseFeedbackRule(Rule):
     def __init__(self, model: nn.Module, *, loss_fn=None, seed: int | None = None,
                  **options: Any):
         super().__init__(model, loss_fn=loss_fn, seed=seed)
-        valid = {**_DEFAULTS, **rule_spec(self.name).defaults}
+        valid = {**DEFAULTS, **rule_spec(self.name).defaults}
         unknown = sorted(set(options) - set(valid))
         if unknown:
             raise ValueError(f"rule {self.name!r}: unknown option(s) {unknown}; "
@@ -140,9 +139,9 @@ class LayerwiseFeedbackRule(Rule):
         return loss
 
 
-@register("fa", family=_FAMILY, defaults=_DEFAULTS,
+@register("fa", family=FAMILY, defaults=DEFAULTS,
           summary="fixed random feedback B (Lillicrap et al. 2016)")
-@_fill_args
+@fill_args
 class FeedbackAlignment(LayerwiseFeedbackRule):
     r"""Feedback alignment: a fixed random matrix carries the error backwards.
 
@@ -181,175 +180,9 @@ class FeedbackAlignment(LayerwiseFeedbackRule):
         return self.xavier_uniform(W)
 
 
-class _SignFeedback(LayerwiseFeedbackRule):
-    """B_l = M_l ⊙ sign(W_l), rewritten in place whenever W_l or M_l changed.
-
-    ``self.magnitude[name]`` is M_l: the scalar c_l (usf) or a tensor (frsf,
-    brsf). Only ``out=`` ops write B, so this also runs inside ``torch.func``
-    transforms; skipping the write while nothing changed keeps graphs that
-    saved B valid.
-    """
-
-    def __init__(self, model: nn.Module, **kwargs: Any):
-        super().__init__(model, **kwargs)
-        self.magnitude: dict[str, Tensor | float] = {
-            k: self.init_magnitude(B) for k, B in self.feedback.items()}
-        with torch.no_grad():
-            self._write_feedback()
-
-    def init_feedback(self, W: Tensor) -> Tensor:
-        return torch.empty_like(W)  # filled by _write_feedback
-
-    @abc.abstractmethod
-    def init_magnitude(self, W: Tensor) -> Tensor | float:
-        """M_l of B_l = M_l ⊙ sign(W_l): a scalar c_l (usf) or a tensor (frsf, brsf)."""
-
-    def _versions(self) -> list[tuple[int, int]]:
-        magnitudes = (self.magnitude[l.weight_name] for l in self.layers)
-        return [(l.weight._version, getattr(M, "_version", 0))
-                for l, M in zip(self.layers, magnitudes)]
-
-    def _write_feedback(self) -> None:
-        for layer in self.layers:
-            name = layer.weight_name
-            B, M = self.feedback[name], self.magnitude[name]
-            torch.sign(layer.weight, out=B)  # (out, in, ...), no new tensor
-            torch.mul(B, M, out=B)  # B ← M ⊙ sign(W)
-        self._written = self._versions()
-
-    def update_feedback(self, new_step: bool) -> None:
-        if new_step or self._versions() != self._written:  # else B is current
-            self._write_feedback()
-
-
-@register("usf", family=_FAMILY, defaults={**_DEFAULTS, "scale": True},
-          summary="sign feedback B = c·sign(W), recomputed every step")
-@_fill_args
-class UniformSignFeedback(_SignFeedback):
-    r"""Sign symmetry (uSF): the feedback has the forward weights' signs only.
-
-    .. math::
-        B_l \leftarrow c_l \operatorname{sign}(W_l) \text{ every step}, \qquad
-        \delta_l \leftarrow (B_{l+1}^\top \delta_{l+1}) \odot f'(a_l), \qquad
-        \nabla_{W_l} \leftarrow \delta_l h_{l-1}^\top
-
-    Liao, Leibo & Poggio (2016), "How important is weight symmetry in
-    backpropagation?", https://arxiv.org/abs/1510.05067; the uSF/frSF/brSF
-    variants as in Moskovitz, Litwin-Kumar & Abbott (2018),
-    https://arxiv.org/abs/1812.06488.
-
-    Args:
-        {common_args}
-        {scale_arg}
-
-    Example:
-        >>> import torch, fa_tutor as ft
-        >>> model = ft.models.MLP(4, [8], 3)
-        >>> rule = ft.make_rule("usf", model, scale=False)
-        >>> W, B = model.layers[1].weight, rule.feedback["layers.1.weight"]
-        >>> bool((B == torch.sign(W)).all())
-        True
-
-    .. note:: :math:`c_l > 0` changes the error's size, never its direction.
-       The theory's sign-FA is ``scale=False`` (:math:`c_l = 1`); the default
-       follows biotorch's uSF. :math:`B_l` is rewritten from the current
-       :math:`W_l` at every ``step`` (and in ``forward`` whenever :math:`W_l`
-       has changed) into the same tensor, so ``rule.feedback`` stays live;
-       :math:`\operatorname{sign}(0) = 0`.
-
-    Taught in: {ref}`fa-family`.
-    """
-
-    def init_magnitude(self, W: Tensor) -> float:
-        return xavier_std(W.shape) if self.options["scale"] else 1.0
-
-
-@register("frsf", family=_FAMILY, defaults=_DEFAULTS,
-          summary="fixed random magnitudes with the signs of W")
-@_fill_args
-class FixedRandomSignFeedback(_SignFeedback):
-    r"""Fixed-random-magnitude sign feedback (frSF): fixed random sizes, W's signs.
-
-    .. math::
-        B_l \leftarrow |B_l^{(0)}| \odot \operatorname{sign}(W_l)
-        \text{ every step}, \qquad
-        \delta_l \leftarrow (B_{l+1}^\top \delta_{l+1}) \odot f'(a_l), \qquad
-        \nabla_{W_l} \leftarrow \delta_l h_{l-1}^\top
-
-    with :math:`B_l^{(0)}` Xavier-uniform, drawn once. Moskovitz, Litwin-Kumar &
-    Abbott (2018), "Feedback alignment in deep convolutional networks",
-    https://arxiv.org/abs/1812.06488.
-
-    Args:
-        {common_args}
-
-    Example:
-        >>> import torch, fa_tutor as ft
-        >>> model = ft.models.MLP(4, [8], 3)
-        >>> rule = ft.make_rule("frsf", model, seed=0)
-        >>> W, B = model.layers[1].weight, rule.feedback["layers.1.weight"]
-        >>> bool((torch.sign(B) == torch.sign(W)).all())
-        True
-
-    .. note:: :math:`B_l` is rewritten in place from the current :math:`W_l` at
-       every ``step`` (and in ``forward`` whenever :math:`W_l` has changed), so
-       a write into ``rule.feedback`` lasts until then; the magnitudes
-       :math:`|B_l^{(0)}|` are ``rule.magnitude`` (write there to change them).
-
-    Taught in: {ref}`fa-family`.
-    """
-
-    def init_magnitude(self, W: Tensor) -> Tensor:
-        return self.xavier_uniform(W).abs_()  # |B_l^(0)|, drawn once
-
-
-@register("brsf", family=_FAMILY, defaults=_DEFAULTS,
-          summary="random magnitudes redrawn every step, signs of W")
-@_fill_args
-class BatchRandomSignFeedback(_SignFeedback):
-    r"""Batch-random-magnitude sign feedback (brSF): new random sizes every step.
-
-    .. math::
-        R_l \sim \mathcal{U}(-\sqrt{3}\,c_l, \sqrt{3}\,c_l), \quad
-        B_l \leftarrow |R_l| \odot \operatorname{sign}(W_l) \text{ every step},
-        \quad \delta_l \leftarrow (B_{l+1}^\top \delta_{l+1}) \odot f'(a_l),
-        \quad \nabla_{W_l} \leftarrow \delta_l h_{l-1}^\top
-
-    with :math:`c_l` the layer's Xavier std. Moskovitz, Litwin-Kumar & Abbott
-    (2018), https://arxiv.org/abs/1812.06488.
-
-    Args:
-        {common_args}
-
-    Example:
-        >>> import torch, fa_tutor as ft
-        >>> model = ft.models.MLP(4, [8], 3)
-        >>> rule = ft.make_rule("brsf", model, seed=0)
-        >>> B0 = rule.feedback["layers.1.weight"].clone()
-        >>> loss = rule.step(torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1]))
-        >>> bool((B0 == rule.feedback["layers.1.weight"]).all())
-        False
-
-    .. note:: The magnitudes ``rule.magnitude`` are redrawn from
-       ``rule.generator`` once at the start of every ``step``, into the same
-       tensors; a bare ``forward`` keeps them and only follows the signs.
-
-    Taught in: {ref}`fa-family`.
-    """
-
-    def init_magnitude(self, W: Tensor) -> Tensor:
-        return self.xavier_uniform(W).abs_()
-
-    def update_feedback(self, new_step: bool) -> None:
-        if new_step:  # brSF: fresh |R_l|, drawn into the same tensors
-            for M in self.magnitude.values():
-                self.xavier_uniform(M, out=M).abs_()
-        super().update_feedback(new_step)
-
-
-@register("adafa", family=_FAMILY, defaults=_DEFAULTS,
+@register("adafa", family=FAMILY, defaults=DEFAULTS,
           summary="feedback fixed at the initial weights, B = W(0)")
-@_fill_args
+@fill_args
 class AdaptiveFeedbackAlignment(LayerwiseFeedbackRule):
     r"""adaFA: feedback alignment whose fixed B starts equal to the forward weights.
 
@@ -385,9 +218,9 @@ class AdaptiveFeedbackAlignment(LayerwiseFeedbackRule):
         return W.clone()
 
 
-@register("kp", family=_FAMILY, defaults=_DEFAULTS, learned_feedback=True,
+@register("kp", family=FAMILY, defaults=DEFAULTS, learned_feedback=True,
           summary="Kolen–Pollack: B gets W's update and weight decay")
-@_fill_args
+@fill_args
 class KolenPollack(LayerwiseFeedbackRule):
     r"""Kolen–Pollack: B gets the same update (and weight decay) as W, so they meet.
 

@@ -1,0 +1,88 @@
+r"""fdfa: direct feedback whose B tracks a forward-mode estimate of the output Jacobian.
+
+Bacho & Chu's FDFA is DFA (:mod:`.direct`) plus one forward-mode pass per step in
+which every hidden activity is perturbed (``DirectPassMode`` with a generator);
+the output tangent gives :math:`\hat J_l`, and ``B.grad = B - \hat J_l``.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+import torch.autograd.forward_ad as fwAD
+from torch import nn
+
+from .base import register
+from .direct import DEFAULTS, FAMILY, DirectRule, fill_doc
+from .direct_pass import DirectPass
+
+
+@register("fdfa", family=FAMILY, learned_feedback=True, stochastic=True,
+          defaults={**DEFAULTS, "feedback_init": "zeros"},
+          summary="DFA whose B tracks a forward-mode estimate of ∂y/∂h_l (Bacho & Chu)")
+@fill_doc
+class ForwardDirectFeedbackAlignment(DirectRule):
+    r"""Forward DFA: B is a moving average of forward-gradient estimates of ∂y/∂h_l.
+
+    .. math::
+        u_l \sim \mathcal{N}(0, I), \quad
+        \dot y \leftarrow \textstyle\sum_l J_l u_l \ \text{(one forward-mode pass)}, \quad
+        \hat J_l \leftarrow \tfrac1N \textstyle\sum_n \dot y_n u_{l,n}^\top, \quad
+        \nabla_{B_l} \leftarrow B_l - \hat J_l,
+
+    .. math::
+        \delta_l \leftarrow (B_l^\top e) \odot f'(a_l), \qquad
+        \nabla_{W_l} \leftarrow \delta_l h_{l-1}^\top, \qquad B_l(0) = 0
+
+    with :math:`J_l = \partial y/\partial h_l` and :math:`\mathbb{E}[\hat J_l]` its
+    batch mean, since the :math:`u_l` are independent with
+    :math:`\mathbb{E}[u u^\top] = I`. SGD at rate :math:`\lambda` on
+    :math:`B_l` is the moving average
+    :math:`B_l \leftarrow (1-\lambda) B_l + \lambda \hat J_l`. Bacho & Chu,
+    "Low-variance forward gradients using direct feedback alignment and
+    momentum", https://arxiv.org/abs/2212.07282.
+
+    Args:
+        {args}
+        {init_arg}
+
+    Example:
+        >>> import torch, fa_tutor as ft
+        >>> model = ft.models.FDFANet(4, 3, hidden=8)
+        >>> rule = ft.make_rule("fdfa", model, seed=0)
+        >>> opt_B = torch.optim.Adam(rule.parameters(), lr=1e-4)
+        >>> loss = rule.step(torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1]))
+        >>> opt_B.step()
+
+    .. note:: The released code optimises :math:`B_l` with Adam (lr 1e-4); plain
+       SGD gives the moving-average form above (the form the authors' later
+       spiking-network code uses), see :mod:`fa_tutor.metrics.ema`. Each :math:`u_l` has
+       the shape of :math:`h_l` and is drawn per example from the rule's
+       generator, in forward order of the layers, and one tangent per step is
+       used (the released code's setting). With BatchNorm in training mode,
+       :math:`J_l` includes the batch statistics' coupling; :math:`\hat J_l`
+       estimates the batch mean of the per-example Jacobians.
+
+    Taught in: {ref}`fdfa`.
+    """
+
+    perturb = True
+
+    def __init__(self, model: nn.Module, **kwargs: Any):
+        # The first make_dual loads PyTorch's forward-mode decompositions, which warns
+        # about its own use of torch.jit.script; load them once, quietly.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*torch.jit.script",
+                                    category=FutureWarning)
+            with fwAD.dual_level():
+                fwAD.make_dual(torch.zeros(1), torch.zeros(1))
+        super().__init__(model, **kwargs)
+
+    def feedback_grads(self, run: DirectPass) -> None:
+        ydot = run.ydot if run.ydot is not None else torch.zeros_like(run.logits)  # (N, K)
+        with torch.no_grad():
+            for key, u in run.u.items():
+                B = self.feedback[key]
+                J = ydot.flatten(1).mT @ u.flatten(1) / u.shape[0]  # (K, n_l)
+                B.grad = B.detach() - J.view_as(B)  # SGD at rate λ: B ← (1-λ)B + λĴ
