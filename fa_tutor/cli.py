@@ -59,7 +59,9 @@ def _data(args: argparse.Namespace) -> int:
 
     if args.data_cmd == "list":
         for info in DATASETS.values():
-            print(f"{info.name:14s} {'offline' if info.offline else 'download'}  {info.description}")
+            kind = "offline" if info.offline else "download"
+            here = "here" if info.is_present(args.root) else "missing"
+            print(f"{info.name:14s} {kind:8s} {here:7s} {info.description}")
         return 0
     ds = load_dataset(args.name, root=args.root, download=True)
     print(f"{ds} ready ({ds.source})")
@@ -104,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, help="torch CPU threads per cell (identical results across modes)")
     r.set_defaults(fn=_bench_run)
     d = sub.add_parser("data", help="data sets").add_subparsers(dest="data_cmd", required=True)
-    d.add_parser("list", help="known data sets").set_defaults(fn=_data)
+    dl = d.add_parser("list", help="known data sets, and whether each is on this machine")
+    dl.add_argument("--root", help="cache directory (default $FA_TUTOR_DATA or ~/.cache/fa_tutor)")
+    dl.set_defaults(fn=_data)
     f = d.add_parser("fetch", help="download a data set into the cache")
     f.add_argument("name")
     f.add_argument("--root", help="cache directory (default $FA_TUTOR_DATA or ~/.cache/fa_tutor)")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fa_tutor.data import DatasetNotAvailable, batches, load_dataset, split
+from fa_tutor.data import DATASETS, DatasetNotAvailable, batches, load_dataset, split
 from fa_tutor.data.idx import read_idx, write_idx
 
 
@@ -53,13 +53,20 @@ def _fake_idx(folder: Path, n_train: int = 12, n_test: int = 6) -> None:
 def test_mnist_from_tiny_files(tmp_path: Path) -> None:
     with pytest.raises(DatasetNotAvailable, match="fa_tutor data fetch mnist"):
         load_dataset("mnist", root=tmp_path)
+    assert not DATASETS["mnist"].is_present(tmp_path)
     _fake_idx(tmp_path / "MNIST" / "raw")
+    assert DATASETS["mnist"].is_present(tmp_path)
     ds = load_dataset("mnist", root=tmp_path)
     assert ds.x_train.shape == (12, 1, 28, 28) and ds.y_test.tolist() == [0, 1, 2, 3, 4, 5]
 
 
-def test_fashion_mnist_prefers_cache_then_debian(tmp_path: Path) -> None:
+def test_fashion_mnist_prefers_cache_then_debian(tmp_path: Path, monkeypatch) -> None:
+    import fa_tutor.data.loaders as loaders
+
+    monkeypatch.setattr(loaders, "DEBIAN_FASHION", tmp_path / "no-debian-package")
+    assert not DATASETS["fashion_mnist"].is_present(tmp_path)  # `data list` says "missing"
     _fake_idx(tmp_path / "FashionMNIST" / "raw")
+    assert DATASETS["fashion_mnist"].is_present(tmp_path)
     ds = load_dataset("fashion_mnist", root=tmp_path)
     assert len(ds.y_train) == 12 and ds.classes[9] == "Ankle boot"
 
@@ -75,6 +82,7 @@ def test_cifar_from_tiny_files(tmp_path: Path) -> None:
             pickle.dump({b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 9]}, fh)
     with open(folder / "batches.meta", "wb") as fh:
         pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, fh)
+    assert DATASETS["cifar10"].is_present(tmp_path) and not DATASETS["cifar100"].is_present(tmp_path)
     ds = load_dataset("cifar10", root=tmp_path)
     assert ds.x_train.shape == (20, 3, 32, 32) and ds.x_test.shape == (4, 3, 32, 32)
     assert ds.classes[9] == "c9" and ds.y_train[:4].tolist() == [0, 1, 2, 9]
@@ -91,6 +99,7 @@ def test_cifar_from_tiny_files(tmp_path: Path) -> None:
 def test_tiny_imagenet_from_tiny_files(tmp_path: Path) -> None:
     with pytest.raises(DatasetNotAvailable, match="fa_tutor data fetch tiny_imagenet"):
         load_dataset("tiny_imagenet", root=tmp_path)
+    assert not DATASETS["tiny_imagenet"].is_present(tmp_path)
     root = tmp_path / "tiny-imagenet-200"
     wnids = ["n01", "n02"]
     (root / "val" / "images").mkdir(parents=True)
@@ -103,6 +112,7 @@ def test_tiny_imagenet_from_tiny_files(tmp_path: Path) -> None:
         Image.new("RGB", (64, 64), (0, 0, c)).save(root / "val" / "images" / f"val_{c}.JPEG")
         lines.append(f"val_{c}.JPEG\t{w}\t0\t0\t63\t63")
     (root / "val" / "val_annotations.txt").write_text("\n".join(lines))
+    assert DATASETS["tiny_imagenet"].is_present(tmp_path)
     ds = load_dataset("tiny_imagenet", root=tmp_path)
     assert ds.x_train.shape == (6, 3, 64, 64) and ds.x_train.dtype == torch.uint8
     assert ds.y_train.tolist() == [0, 0, 0, 1, 1, 1] and ds.y_test.tolist() == [0, 1]

