@@ -175,16 +175,20 @@ def test_a_diverged_estimator_cell_records_its_epoch_and_the_initial_measurement
     from fa_tutor.bench.experiments._common import config_cell
 
     name = "estimator-variance"
-    cfg = ev.BASE.replace(rule="fa", seed=0, **ev.QUICK).replace(lr=1e30, momentum=0.9)
+    # epoch 1 at the usual rate, then ×1e30: the loss turns NaN in epoch 2
+    cfg = ev.BASE.replace(rule="fa", seed=0, **ev.QUICK).replace(
+        epochs=3, schedule="step", milestones=(1,), gamma=1e30)
     cell = config_cell(name, cfg, model="mlp", scale="quick", setting={}, runner="estimator",
                        draws=ev.QUICK_DRAWS)
     monkeypatch.setitem(EXPERIMENTS, name, dataclasses.replace(EXPERIMENTS[name],
                                                                cells=lambda quick: [cell]))
     (line,) = run_experiment(name, quick=True, device="cpu", out=tmp_path, progress=False)
     m = line["metrics"]
-    assert m["diverged_epoch"] >= 1 and "not finite" in m["diverged"]
+    assert m["diverged_epoch"] == 2.0 and "not finite" in m["diverged"]
     assert 0.0 < m["initial_est_cosine"] < 1.0  # FA at initialisation: measured before it all
-    assert len(m["history"].get("epoch", [])) == m["diverged_epoch"] - 1
+    assert m["history"]["epoch"] == [1] and m["history"]["est_cosine"][0] > 0  # epoch 1's row
+    assert m["est_cosine"] == pytest.approx(m["history"]["est_cosine"][0], abs=1e-5)
+    assert m["test_accuracy"] == pytest.approx(m["history"]["test_accuracy"][0], abs=1e-3)
 
 
 class Interrupt(RuntimeError):

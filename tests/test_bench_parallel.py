@@ -133,7 +133,7 @@ def test_pool_worker_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
     pytest.fail("the pool worker outlived its killed parent by 10 s")
 
 
-@pytest.mark.parametrize("device", ["gpu", "cuda:x", "cpu:0", ""])
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "cuda:", "auto:0", ""])
 def test_bad_device_fails_once_before_any_cell(device: str, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="Unknown device .*choose one of: auto, cpu, cuda"):
         run_experiment("fdfa", quick=True, device=device, out=tmp_path, progress=False)
@@ -150,3 +150,17 @@ def test_ray_asks_a_gpu_per_cell_for_cuda_and_for_auto_on_a_gpu_cluster(monkeypa
     assert ray_gpus_per_cell("auto", {"CPU": 8.0}) == 0
     monkeypatch.setenv("FA_TUTOR_DEVICE", "cpu")
     assert ray_gpus_per_cell("auto", {"CPU": 8.0, "GPU": 2.0}) == 0
+
+
+def test_device_spec_accepts_what_torch_names(monkeypatch) -> None:
+    import torch
+
+    from fa_tutor.utils import check_device_spec
+
+    for spec in ("auto", "cpu", "cpu:0", "cuda", "cuda:1", torch.device("cpu"), None):
+        check_device_spec(spec)
+    assert check_device_spec(torch.device("cuda", 1)) == "cuda:1"
+    monkeypatch.setenv("FA_TUTOR_DEVICE", "tpu")  # what auto defers to is checked too
+    with pytest.raises(ValueError, match="Unknown device 'tpu'"):
+        run_experiment("fdfa", quick=True, device="auto", out="/nonexistent", progress=False,
+                       ray_address="local")

@@ -5,6 +5,7 @@ import importlib.util
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +68,8 @@ def test_duplicate_scripts_are_dropped() -> None:
 def test_the_package_ships_every_subpackage_and_its_data_dependencies() -> None:
     """A plain ``pip install .`` (not editable) must carry e.g. fa_tutor.bench.experiments."""
     import fnmatch
-    import tomllib
+
+    tomllib = pytest.importorskip("tomllib")  # Python ≥ 3.11
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     include = project["tool"]["setuptools"]["packages"]["find"]["include"]
@@ -80,3 +82,4 @@ def test_the_package_ships_every_subpackage_and_its_data_dependencies() -> None:
         assert dist in deps
     assert {"jupytext", "papermill", "nbformat", "pyyaml"} <= set(
         project["project"]["optional-dependencies"]["coursework"])
+    assert "ipykernel" in project["project"]["optional-dependencies"]["coursework"]  # check runs a kernel

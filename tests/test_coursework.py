@@ -78,6 +78,9 @@ def test_to_student_handles_one_cell_and_spanning_solutions() -> None:
     assert "secret" not in text
     for kept in ("Intro", "after one", "Before", "kept tail", "ft.checks.ex2(f)"):
         assert kept in text
+    tagged = md("a markdown cell tagged solution: secret")
+    tagged.metadata["tags"] = ["solution"]
+    assert len(export.to_student(nbformat.v4.new_notebook(cells=[tagged])).cells) == 0
     unclosed = nbformat.v4.new_notebook(cells=[md("```{solution-start} ex3\n```\nsecret")])
     with pytest.raises(ValueError, match="solution-end"):
         export.to_student(unclosed)
@@ -124,6 +127,10 @@ def test_check_reports_crashing_answers_and_cells_that_stop_the_run(tmp_path: Pa
     nbformat.write(nb, path)
     status = export.check(path)["getting_started_ex2"]
     assert status.startswith("not run: an earlier cell failed (NameError"), status
+    nb.cells = nb.cells[:3]  # no check cells left: nothing to grade is an error, not "all passed"
+    nbformat.write(nb, path)
+    with pytest.raises(ValueError, match="an earlier cell failed .*NameError.*no checks"):
+        export.check(path)
 
 
 def test_cli_export(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ def test_layer_norm_dual_matches_pytorch_jvp(shape, normalized, affine):
     y, y_t = _dual_call(layer_norm_dual, x, t, normalized, w, b)
     torch.testing.assert_close(y, ref_y, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(y_t, ref_t, rtol=1e-10, atol=1e-10)
-    assert (y_t - ref_t).abs().max() < 1e-3 * ref_t.abs().max()  # not trivially equal
+    assert ref_t.abs().max() > 0.1  # a real tangent, not two zeros that agree
 
 
 @pytest.mark.parametrize("shape", [(8, 5), (6, 3, 4, 4)])

@@ -427,13 +427,16 @@ def test_sign_forward_follows_W_and_keeps_saved_graphs_valid():
 # -- errors and warnings ----------------------------------------------------------------
 @pytest.mark.parametrize("name", ["bp", "fa", "dfa", "fg_a"])
 def test_batch_that_does_not_fit_the_model_names_the_shapes(name):
-    with pytest.raises(ft.rules.BatchShapeError, match=r"batch x of shape \(5, 6\) does not fit the model"):
+    with pytest.raises(ft.rules.BatchShapeError, match=r"x of shape \(5, 6\), y of shape \(5,\)\) does not fit"):
         ft.make_rule(name, ft.models.MLP(4, [8], 3), seed=0).step(torch.randn(5, 6),
                                                                    torch.zeros(5).long())
     lenet = ft.models.LeNet(10, in_channels=3)
-    with pytest.raises(ValueError, match=r"\(2, 1, 32, 32\) does not fit"):
+    with pytest.raises(ValueError, match=r"x of shape \(2, 1, 32, 32\)"):
         ft.make_rule(name, lenet, seed=0, **({"input_shape": (3, 32, 32)} if name == "dfa" else {})
                      ).step(torch.randn(2, 1, 32, 32), torch.zeros(2).long())
+    with pytest.raises(ft.rules.BatchShapeError, match=r"y of shape \(5, 1\)"):  # y, not x
+        ft.make_rule(name, ft.models.MLP(4, [8], 3), seed=0).step(torch.randn(5, 4),
+                                                                   torch.zeros(5, 1).long())
 
 
 def test_unknown_rule_lists_choices():

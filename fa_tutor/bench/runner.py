@@ -102,14 +102,21 @@ def train_cell(cell: Cell, device: str, checkpoint: Path | None) -> dict:
     try:
         result = train(cell.config.replace(device=device), checkpoint=checkpoint, progress=False)
     except NonFiniteLossError as err:
-        history = getattr(err, "history", pd.DataFrame())
-        best = getattr(err, "best", None)
-        final = best if best is not None else (history.iloc[-1].to_dict() if len(history) else {})
-        metrics = summarize(history, final)
-        metrics["diverged_epoch"] = float(getattr(err, "epoch", math.nan))
         log.warning("%s: %s", cell.label(), str(err).splitlines()[0])
-        return metrics
+        return diverged_metrics(err)
     return summarize(result.history, result.final)
+
+
+def diverged_metrics(err: NonFiniteLossError) -> dict:
+    """The metrics of a run whose loss became NaN/inf: ``diverged_epoch``, the metrics of
+    the best-validation (else the last) evaluation before it, and the history so far."""
+    history = getattr(err, "history", None)
+    history = pd.DataFrame() if history is None else history
+    best = getattr(err, "best", None)
+    final = best if best is not None else (history.iloc[-1].to_dict() if len(history) else {})
+    metrics = summarize(history, final)
+    metrics["diverged_epoch"] = float(getattr(err, "epoch", math.nan))
+    return metrics
 
 
 def execute_cell(experiment: str, quick: bool, key: str, device: str, checkpoint_dir: str,
@@ -144,10 +151,11 @@ def run_experiment(name: str, *, quick: bool = False, device: str = "auto", out:
     GPU, round robin, when ``device`` is CUDA and several are visible);
     ``ray_address`` (an address or ``"auto"``; ``"local"`` starts a local Ray)
     sends them to a Ray cluster, each cell asking for one CPU (and one GPU for
-    CUDA runs).  ``threads`` fixes torch's CPU threads per cell, which makes
+    CUDA runs, and for ``auto`` when the cluster has GPUs).  ``threads`` fixes torch's CPU threads per cell, which makes
     results bit-identical across the three modes.
     """
-    check_device_spec(device)  # a bad --device fails here, once, not in every cell
+    device = check_device_spec(device)  # a bad --device fails here, once, not in every cell
+    check_device_spec(os.environ.get("FA_TUTOR_DEVICE", "auto"))  # what "auto" defers to
     if not ray_address:  # a Ray cluster may have the GPU this machine lacks
         resolve_device(device)
     path = results_path(name, out)

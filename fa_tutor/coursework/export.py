@@ -56,11 +56,13 @@ def to_student(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     cells, inside = [], False
     for cell in nb.cells:
         tags = cell.get("metadata", {}).get("tags", [])
+        if "solution" in tags:  # any cell type
+            continue
         if cell.cell_type == "markdown":
             cell.source, inside = _strip_solutions(cell.source, inside)
             if cell.source.strip():
                 cells.append(cell)
-        elif "solution" not in tags and not inside:
+        elif not inside:
             cells.append(cell)
     if inside:
         raise ValueError("a {solution-start} without its {solution-end}")
@@ -90,8 +92,11 @@ def export(directory: str | Path, root: Path = REPO) -> list[Path]:
 def check(notebook: str | Path, *, quick: bool = True, timeout: int = 900) -> dict[str, str]:
     """Run a (completed) student notebook with papermill; report each exercise check.
 
-    Returns ``{label: "passed" | "not done" | "failed: <message>"}`` for every
-    ``ft.checks.<label>(...)`` cell found in the notebook.
+    Returns ``{label: status}`` for every ``ft.checks.<label>(...)`` cell found in the
+    notebook; status is ``"passed"``, ``"not done"`` (the stub still raises),
+    ``"failed: <message>"`` (a wrong answer, or one that raises) or ``"not run: <why>"``
+    (an earlier cell failed and stopped the run).  A notebook that fails and has no
+    check cells raises ``ValueError`` (nothing could be graded).
     """
     import papermill as pm
 
@@ -111,6 +116,9 @@ def check(notebook: str | Path, *, quick: bool = True, timeout: int = 900) -> di
     except pm.PapermillExecutionError as err:  # a cell outside the checks failed: stop there
         unrun = (f"not run: an earlier cell failed ({err.ename}: "
                  f"{(str(err.evalue).splitlines() or [''])[0]}; see {tmp.name})")
+        if not labels:
+            raise ValueError(f"{path.name}: {unrun[len('not run: '):]}; it has no checks to "
+                             "report") from err
     ran = nbformat.read(tmp, as_version=4)
     text = "".join(o.get("text", "") for c in ran.cells if c.cell_type == "code"
                    for o in c.get("outputs", []) if o.get("name") == "stdout")

@@ -32,7 +32,8 @@ from torch import Tensor, nn
 log = logging.getLogger(__name__)
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
-#: PyTorch's messages for an input that does not fit a layer (re-raised as a ValueError)
+#: PyTorch's messages for a tensor that does not fit a layer or the loss (re-raised as a
+#: BatchShapeError naming the batch's shapes, the original message attached)
 _SHAPE_ERROR = re.compile(r"shape|size|channels|dimension|\b\d+D\b", re.I)
 
 #: Shared docstring text (used by every rule class docstring).
@@ -41,7 +42,7 @@ LOSS_DOC = "loss_fn: ``loss_fn(logits, y) -> scalar``; defaults to mean cross-en
 
 
 class BatchShapeError(ValueError):
-    """A batch whose shape the model's layers cannot take (PyTorch's message attached)."""
+    """A batch whose shapes the model's layers or the loss cannot take (PyTorch's message attached)."""
 
 
 class NonFiniteLossError(ValueError, FloatingPointError):
@@ -170,11 +171,13 @@ class Rule(abc.ABC):
         try:
             loss = self._compute_grads(x, y)
         except RuntimeError as err:
-            if not _SHAPE_ERROR.search(str(err)):
+            if isinstance(err, torch.OutOfMemoryError) or not _SHAPE_ERROR.search(str(err)):
                 raise
             raise BatchShapeError(
-                f"rule {self.name!r}: a batch x of shape {tuple(x.shape)} does not fit the "
-                f"model ({err}); give x as (batch, *one example's shape the model takes)."
+                f"rule {self.name!r}: the batch (x of shape {tuple(x.shape)}, y of shape "
+                f"{tuple(y.shape)}) does not fit the model or the loss: {err}. Give x as "
+                "(batch, *one example's shape the model takes) and y as loss_fn expects "
+                "((batch,) class indices for cross-entropy)."
             ) from err
         loss = loss.detach()
         if not torch.isfinite(loss).all():

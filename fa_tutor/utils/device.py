@@ -21,11 +21,12 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device(spec)
 
 
-def check_device_spec(spec: str | None) -> str:
-    """``spec`` if it names a device kind (auto, cpu, cuda, cuda:N), else a ValueError
-    naming the choices; whether this machine has that device is not checked."""
-    spec = "auto" if spec is None else spec
-    kind, _, index = spec.partition(":") if isinstance(spec, str) else ("", "", "")
-    if kind not in CHOICES or (index and (kind != "cuda" or not index.isdigit())):
+def check_device_spec(spec: str | torch.device | None) -> str:
+    """``spec`` as a string if it names a device (auto, cpu, cuda, cpu:N, cuda:N, or a
+    ``torch.device``), else a ValueError naming the choices; whether this machine has
+    that device is not checked."""
+    spec = "auto" if spec is None else str(spec) if isinstance(spec, torch.device) else spec
+    kind, colon, index = spec.partition(":") if isinstance(spec, str) else ("", "", "")
+    if kind not in CHOICES or (colon and (kind == "auto" or not index.isdigit())):
         raise ValueError(f"Unknown device {spec!r}; choose one of: {', '.join(CHOICES)} (or cuda:N)")
     return spec

@@ -17,16 +17,15 @@ need local losses (``lg_*``) cannot run on an MLP and are left out of the grid.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-import pandas as pd
 from torch import Tensor, nn
 
 from ...data import batches
 from ...rules import NonFiniteLossError, available_rules, rule_spec
 from ...training import RunConfig
 from ..registry import Cell, experiment
+from ..runner import diverged_metrics
 from ._common import cached_data, config_cell, pick, recorded_train, scale_of, summarize
 
 NAME = "estimator-variance"
@@ -74,11 +73,9 @@ def run(cell: Cell, device: str, checkpoint: Path | None = None) -> dict:
     try:
         history, final, _ = recorded_train(cell, device, checkpoint, recorders)
     except NonFiniteLossError as err:  # a result too: this rule diverges with this optimizer
-        history = getattr(err, "history", None)  # the measurements before the divergence
-        metrics = summarize(history if history is not None else pd.DataFrame(), {})
-        metrics.update({"diverged_epoch": float(getattr(err, "epoch", math.nan)),
-                        "diverged": str(err).splitlines()[0],
-                        **{f"initial_{k}": v for k, v in initial.items()}})
+        metrics = diverged_metrics(err)  # as a training cell: the measurements before it
+        metrics["diverged"] = str(err).splitlines()[0]
+        metrics.update({f"initial_{k}": v for k, v in initial.items()})
         return metrics
     metrics = summarize(history, final)
     metrics.update({f"initial_{k}": v for k, v in initial.items()})
