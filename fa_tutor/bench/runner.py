@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from ..data import DatasetNotAvailable
 from ..rules import NonFiniteLossError
 from ..training import train
-from ..utils import check_device_spec, provenance, resolve_device
+from ..utils import device_spec, provenance, resolve_device
 from .registry import Cell, get_experiment
 
 log = logging.getLogger(__name__)
@@ -151,11 +151,11 @@ def run_experiment(name: str, *, quick: bool = False, device: str = "auto", out:
     GPU, round robin, when ``device`` is CUDA and several are visible);
     ``ray_address`` (an address or ``"auto"``; ``"local"`` starts a local Ray)
     sends them to a Ray cluster, each cell asking for one CPU (and one GPU for
-    CUDA runs, and for ``auto`` when the cluster has GPUs).  ``threads`` fixes torch's CPU threads per cell, which makes
-    results bit-identical across the three modes.
+    CUDA runs, and for ``auto`` when the cluster has GPUs).  ``threads`` fixes
+    torch's CPU threads per cell, which makes results bit-identical across the
+    three modes.
     """
-    device = check_device_spec(device)  # a bad --device fails here, once, not in every cell
-    check_device_spec(os.environ.get("FA_TUTOR_DEVICE", "auto"))  # what "auto" defers to
+    device_spec(device)  # a bad --device (or $FA_TUTOR_DEVICE) fails here, once, not per cell
     if not ray_address:  # a Ray cluster may have the GPU this machine lacks
         resolve_device(device)
     path = results_path(name, out)
@@ -262,10 +262,10 @@ def _pool_backend(workers: int, device: str) -> Backend:
 def ray_gpus_per_cell(device: str, cluster: dict) -> int:
     """1 for CUDA runs, and for ``auto`` when the cluster has a GPU (Ray shows a task only
     the GPUs it asked for, so ``auto`` must ask to resolve to CUDA there); else 0."""
-    spec = os.environ.get("FA_TUTOR_DEVICE", "auto") if device in (None, "auto") else device
+    spec = device_spec(device)
     if spec == "auto":
         return 1 if cluster.get("GPU", 0) >= 1 else 0
-    return 1 if str(spec).startswith("cuda") else 0
+    return 1 if spec.startswith("cuda") else 0
 
 
 def _ray_backend(address: str, device: str) -> Backend:

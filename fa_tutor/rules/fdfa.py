@@ -6,12 +6,7 @@ the output tangent gives :math:`\hat J_l`, and ``B.grad = B - \hat J_l``.
 """
 from __future__ import annotations
 
-import warnings
-from typing import Any
-
 import torch
-import torch.autograd.forward_ad as fwAD
-from torch import nn
 
 from .base import register
 from .direct import DEFAULTS, FAMILY, DirectRule, fill_doc
@@ -68,16 +63,6 @@ class ForwardDirectFeedbackAlignment(DirectRule):
     """
 
     perturb = True
-
-    def __init__(self, model: nn.Module, **kwargs: Any):
-        # The first make_dual loads PyTorch's forward-mode decompositions, which warns
-        # about its own use of torch.jit.script; load them once, quietly.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*torch.jit.script",
-                                    category=FutureWarning)
-            with fwAD.dual_level():
-                fwAD.make_dual(torch.zeros(1), torch.zeros(1))
-        super().__init__(model, **kwargs)
 
     def feedback_grads(self, run: DirectPass) -> None:
         ydot = run.ydot if run.ydot is not None else torch.zeros_like(run.logits)  # (N, K)

@@ -12,13 +12,20 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``"auto"``/``None`` → ``$FA_TUTOR_DEVICE`` if set, else ``cuda`` when available, else ``cpu``."""
     if isinstance(device, torch.device):
         return device
-    spec = check_device_spec(device if device not in (None, "auto")
-                             else os.environ.get("FA_TUTOR_DEVICE", "auto"))
+    spec = device_spec(device)
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {spec!r} requested but CUDA is not available on this machine; use 'cpu'")
     return torch.device(spec)
+
+
+def device_spec(device: str | torch.device | None = None) -> str:
+    """The device asked for, checked: ``device``, or for ``"auto"``/``None`` what
+    ``$FA_TUTOR_DEVICE`` says (still possibly ``"auto"``); nothing is resolved yet."""
+    if device in (None, "auto"):
+        return check_device_spec(os.environ.get("FA_TUTOR_DEVICE", "auto"))
+    return check_device_spec(device)
 
 
 def check_device_spec(spec: str | torch.device | None) -> str:

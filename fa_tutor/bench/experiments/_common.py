@@ -19,7 +19,7 @@ from torch import nn
 from ...data import Dataset
 from ...training import RunConfig, build_data, train
 from ..registry import Cell
-from ..runner import summarize  # noqa: F401  (re-exported for the experiment modules)
+from ..runner import diverged_metrics, summarize  # noqa: F401  (re-exported for the experiment modules)
 
 #: Called once with the config and the freshly initialised model, before training;
 #: returns the recorders ``{name: fn(model, rule, probe batch) -> dict | float}``.

@@ -25,8 +25,8 @@ from ...data import batches
 from ...rules import NonFiniteLossError, available_rules, rule_spec
 from ...training import RunConfig
 from ..registry import Cell, experiment
-from ..runner import diverged_metrics
-from ._common import cached_data, config_cell, pick, recorded_train, scale_of, summarize
+from ._common import (cached_data, config_cell, diverged_metrics, pick, recorded_train, scale_of,
+                      summarize)
 
 NAME = "estimator-variance"
 SEEDS = [0]

@@ -104,14 +104,12 @@ def measure(cell: Cell, device: str, _: object) -> list[tuple[str, dict]]:
                 opt.zero_grad(set_to_none=True)
                 rule.step(x, y)
                 opt.step()
-        except BatchShapeError as err:  # the data does not fit: a failure, not a refusal
+        except (BatchShapeError, RuntimeError) as err:  # the rule fails on this model (a batch
+            # that does not fit is a failure, not a refusal): report it, time the others
             failed[name] = f"{type(err).__name__}: {str(err).splitlines()[0]}"
             continue
         except ValueError as err:  # the rule refuses this model (e.g. lg_* without local losses)
             skipped[name] = str(err).splitlines()[0]
-            continue
-        except RuntimeError as err:  # the rule fails on this model: report it, time the others
-            failed[name] = f"{type(err).__name__}: {str(err).splitlines()[0]}"
             continue
         runs[name] = (rule, opt)
     times: dict[str, list[float]] = {n: [] for n in [*runs, FORWARD]}
