@@ -127,6 +127,21 @@ def test_draw_share_counts_only_random_ops() -> None:
     assert 0.05 < share < 0.95
 
 
+def test_draw_share_sees_gaussian_chunks_drawn_in_worker_threads() -> None:
+    from fa_tutor.bench.experiments.step_cost import draw_share
+    from fa_tutor.rules.noise import CHUNK, gaussian
+
+    g, before = torch.Generator().manual_seed(0), torch.get_num_threads()
+    torch.set_num_threads(2)  # the chunks go to a thread pool the profiler does not follow
+    try:
+        draw = lambda: gaussian((4 * CHUNK,), g, device="cpu", dtype=torch.float32)
+        assert draw_share(draw, 2, "cpu") == pytest.approx(1.0)
+        share = draw_share(lambda: draw().exp_(), 2, "cpu")
+        assert 0.05 < share < 0.95
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_training_quick_cell_writes_contract_lines_and_rerun_skips(tmp_path, monkeypatch) -> None:
     name = "conservation-noisy-mnist"
     only_first_cell(monkeypatch, name)

@@ -7,7 +7,7 @@ kp) and :mod:`.sign_feedback` (usf, frsf, brsf); direct feedback :mod:`.direct`
 lg_fg_w, lg_fg_a).  Shared machinery: :mod:`.base` (the Rule interface and
 registry), :mod:`.intercept` (weight ops with a rule's backward), :mod:`.tracking`
 (finding each layer's activity), :mod:`.dual` (forward-mode tangents of the
-normalizations).
+normalizations), :mod:`.noise` (the stochastic rules' Gaussian draws).
 """
 import warnings
 

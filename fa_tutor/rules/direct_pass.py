@@ -19,6 +19,7 @@ from torch import Tensor
 
 from .dual import written_out_dual
 from .intercept import Layer
+from .noise import gaussian
 from .tracking import Activation, ActivityMode
 
 
@@ -100,8 +101,7 @@ class DirectPassMode(ActivityMode):
         if self.generator is None:
             return h.detach()  # the cut: no backward from layer l+1 into layer l
         primal, tangent = fwAD.unpack_dual(h)
-        u = torch.randn(h.shape, generator=self.generator, device=h.device,
-                        dtype=h.dtype)  # (N, *hidden)
+        u = gaussian(h.shape, self.generator, device=h.device, dtype=h.dtype)  # (N, *hidden)
         self.u[key] = u
         t = u if tangent is None else tangent.detach() + u  # ẏ = Σ_l J_l u_l
         return fwAD.make_dual(primal.detach(), t)

@@ -7,7 +7,8 @@ same way, and turns it into weight gradients with the layer's own local
 backward.  :class:`PerturbMode` and the two helpers below are shared with the
 local-loss rules in :mod:`.local`.
 
-Random draws (all from the rule's ``generator``, so a seed fixes them): FG-W draws
+Random draws (all from the rule's ``generator`` through :func:`.noise.gaussian`, so a
+seed fixes them): FG-W draws
 v ~ N(0, I) for each trainable parameter in ``model.named_parameters()`` order;
 FG-A draws u ~ N(0, I) for each hidden layer in forward order, of the shape of
 that layer's pre-activation (``(1, ...)`` when shared across the batch).
@@ -26,6 +27,7 @@ from torch.func import functional_call, jvp, vmap
 from .base import Rule, check_batch, register
 from .dual import tangent, written_out_dual
 from .intercept import _CONV2D, _LINEAR, Layer, find_layers
+from .noise import gaussian
 from .tracking import Activation, ActivityMode, is_relu
 
 PERTURBATIONS = ("independent", "shared")
@@ -112,7 +114,7 @@ class PerturbMode(ActivityMode):
     def _draw(self, z: Tensor) -> Tensor:
         """u ~ N(0, I) of z's shape, or one (1, ...) draw broadcast over the batch (shared)."""
         shape = (1, *z.shape[1:]) if self.shared else z.shape
-        u = torch.randn(shape, generator=self.generator, device=z.device, dtype=z.dtype)
+        u = gaussian(shape, self.generator, device=z.device, dtype=z.dtype)
         return u.expand_as(z) if self.shared else u
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -264,7 +266,7 @@ class ForwardGradientWeights(Rule):
         return loss
 
     def _randn(self, shape: tuple, like: Tensor) -> Tensor:
-        return torch.randn(shape, generator=self.generator, device=like.device, dtype=like.dtype)
+        return gaussian(shape, self.generator, device=like.device, dtype=like.dtype)
 
 
 @register("fg_a", family="forward gradient", stochastic=True,

@@ -36,6 +36,7 @@ from .dual import tangent
 from .forward import (PerturbMode, accumulate, activity_grads, check_options,
                       directional_derivatives, write_grads)
 from .intercept import FeedbackConv2d, FeedbackLinear, Layer, WeightOpMode, find_layers
+from .noise import gaussian
 
 
 class LocalRule(Rule):
@@ -198,8 +199,7 @@ class LocalForwardGradient(LocalRule):
 
     def _draw(self, module: nn.Module) -> tuple[Tensor, Tensor | None]:
         W, b = module.weight, module.bias
-        draw = lambda t: torch.randn(t.shape, generator=self.generator, device=t.device,
-                                     dtype=t.dtype)
+        draw = lambda t: gaussian(t.shape, self.generator, device=t.device, dtype=t.dtype)
         return draw(W), None if b is None else draw(b)
 
     def _weight_grads(self, v: dict, d: list[Tensor], params: list[Tensor]) -> list:

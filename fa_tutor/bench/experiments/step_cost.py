@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 
 from ...rules import BatchShapeError, Rule, available_rules, make_rule, rule_spec
+from ...rules.noise import PROFILER_RANGE
 from ...training import MODELS
 from ...data import Dataset
 from ..registry import Cell, experiment
@@ -61,7 +62,9 @@ def draw_share(call: Callable[[], None], steps: int, device: str) -> float:
                        {\sum_\text{op} t_\text{self}(\text{op})}
 
     with self times on the CPU, or on the GPU for CUDA runs (where a draw's CPU
-    time is only its launch). The profiler's own overhead makes this an estimate.
+    time is only its launch); on the CPU a draw of :func:`fa_tutor.rules.noise.gaussian`
+    counts with its wall time in the calling thread. The profiler's own overhead
+    makes this an estimate.
     """
     from torch.profiler import ProfilerActivity, profile
 
@@ -72,13 +75,35 @@ def draw_share(call: Callable[[], None], steps: int, device: str) -> float:
             call()
         if cuda:
             torch.cuda.synchronize()
-    attr = "self_device_time_total" if cuda else "self_cpu_time_total"
-    events = prof.key_averages()
-    if cuda:  # GPU time is listed under each op and again under its kernels: count the ops
-        events = [e for e in events if e.key.startswith("aten::")]
-    total = sum(getattr(e, attr) for e in events)
-    drawn = sum(getattr(e, attr) for e in events if e.key in RANDOM_OPS)
+    if not cuda:
+        return _cpu_draw_share(prof.events())
+    # GPU time is listed under each op and again under its kernels: count the ops
+    events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    total = sum(e.self_device_time_total for e in events)
+    drawn = sum(e.self_device_time_total for e in events if e.key in RANDOM_OPS)
     return drawn / total if total > 0 else math.nan
+
+
+def _cpu_draw_share(events: list) -> float:
+    """CPU: a ``gaussian`` range counts with its whole wall time (its chunks are drawn in
+    worker threads the profiler does not see), other random ops with their self time."""
+    total = drawn = 0.0
+    for e in events:
+        total += e.self_cpu_time_total
+        if e.name == PROFILER_RANGE:
+            drawn += e.cpu_time_total
+        elif e.name in RANDOM_OPS and not _inside_range(e):
+            drawn += e.self_cpu_time_total
+    return drawn / total if total > 0 else math.nan
+
+
+def _inside_range(event) -> bool:
+    parent = event.cpu_parent
+    while parent is not None:
+        if parent.name == PROFILER_RANGE:
+            return True
+        parent = parent.cpu_parent
+    return False
 
 
 def measure(cell: Cell, device: str, _: object) -> list[tuple[str, dict]]:
