@@ -143,6 +143,9 @@ def test_local_credit_pairs_units_with_copies():
                                d[1][..., 0].sum().expand(3))
     torch.testing.assert_close(model.local_credit("blocks.1.dense", d, weight=True),
                                d[1].sum().expand(6))
+    # token row p makes token p only: the groups of patch p, not the other patches
+    torch.testing.assert_close(model.local_credit("blocks.1.token", d, weight=True),
+                               d[1].sum((0, 2)))
     with pytest.raises(ValueError, match="body layer"):
         model.local_credit("heads.0", d)
 

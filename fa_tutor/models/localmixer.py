@@ -124,8 +124,9 @@ class LocalMixer(nn.Module):
       token-mixing unit at patch p feeds every group of p and gets
       :math:`\sum_g d_b[n, p, g]`.  ``weight=True`` gives one value per output
       unit (row of W) for weight noise, shared by examples and patches: a grouped
-      row gets :math:`\sum_{n,p} d_b[n,p,g]`; dense and token rows get the block
-      total, because their noise enters before a LayerNorm over all channels.
+      row gets :math:`\sum_{n,p} d_b[n,p,g]`; a dense row gets the block total,
+      because its noise enters before a LayerNorm over all channels of every token;
+      token row p (it makes token p only) gets :math:`\sum_{n,g} d_b[n,p,g]`.
 
     Args:
         in_channels: image channels.
@@ -150,7 +151,9 @@ class LocalMixer(nn.Module):
        optimizer (parameter groups).  The released code pairs a dense-layer weight
        row with its own group only; the LayerNorm after that layer spreads the row's
        perturbation over every group, so that pairing is biased, and
-       ``local_credit(weight=True)`` uses the block total instead.  Parameter
+       ``local_credit(weight=True)`` uses the block total instead; and it pairs a
+       token-mixing row with the block total, where the row's own patch suffices
+       (unbiased either way; the other patches only add variance).  Parameter
        counts match Table 2 for S/1/1, M/1/16, M/8/16 and L/8/64 (B block heads +
        classifier included); L/32/64's 17.3M cannot be reproduced from the code
        (notes §2.1; ours: 26,556,296 at 224 px with 1000 classes).
@@ -259,7 +262,9 @@ class LocalMixer(nn.Module):
             rows = self.get_submodule(name).weight.shape[0]
             if kind == "grouped":  # LN within the group: row j reaches group j // (C/G) only
                 return db.sum((0, 1)).repeat_interleave(width)  # (C,)
-            return db.sum().expand(rows)  # LN over all channels: every group of the block
+            if kind == "token":  # row p makes token p only: every group of patch p
+                return db.sum((0, 2))  # (P,)
+            return db.sum().expand(rows)  # dense: LN over all channels of every token
         if kind == "token":  # token p feeds every group of token p
             return db.sum(-1, keepdim=True)  # (N, P, 1)
         return db.repeat_interleave(width, dim=-1)  # (N, P, C): unit j feeds group j // (C/G)

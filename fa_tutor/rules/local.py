@@ -269,11 +269,13 @@ class LocalForwardGradientWeights(LocalForwardGradient):
         v \sim \mathcal N(0, I), \qquad d_b[n,p,g] \leftarrow \nabla L_{b,p,g}\cdot
         \dot x_b[n,p,g], \qquad \nabla_{W_l[j,:]} \leftarrow
         \Big(\textstyle\sum_{n,p} d_b[n,p,g(j)]\Big)\, v_{W_l[j,:]}
-        \ \text{(grouped layers; dense and token rows: } \textstyle\sum_{n,p,g} d_b)
+        \ \text{(grouped layers; dense rows: } \textstyle\sum_{n,p,g} d_b
+        \text{; token row } p\text{: } \textstyle\sum_{n,g} d_b[n,p,g])
 
-    Row j of a grouped layer feeds group g(j) only; dense and token-mixing rows
-    reach every group (their noise enters before a LayerNorm over all channels)
-    and get the block total (``local_credit(weight=True)``).  Heads and the
+    Row j of a grouped layer feeds group g(j) only; a dense row reaches every
+    group of every patch (its noise enters before a LayerNorm over all channels)
+    and gets the block total; token-mixing row p makes token p only and gets the
+    sum over the groups of patch p (``local_credit(weight=True)``).  Heads and the
     classifier get exact gradients, with zero tangents.  Ren et al. (2023),
     https://arxiv.org/abs/2210.03310 (Table 3, "LG-FG-W").
 
@@ -294,7 +296,9 @@ class LocalForwardGradientWeights(LocalForwardGradient):
     .. note:: The released code (``update_forward_grad_weights``) pairs dense rows with
        their own group g(j) only, which leaves out the other groups' share of the
        gradient (a bias, measurable with ``fa_tutor.metrics.estimator_stats``); we
-       pair them with the block total, which is unbiased for LG-BP's update.
+       pair them with the block total, which is unbiased for LG-BP's update.  It pairs
+       token rows with the block total too; their own patch is unbiased as well and
+       leaves out the other patches' noise.
 
     Taught in: {ref}`local-losses`.
     """
