@@ -65,8 +65,8 @@ class FDFAConvNet(nn.Module):
     ReLU → FC ``num_classes``. No padding, stride 1; the pool comes after the second
     ReLU, so the hidden activities :math:`h_l` (where the DFA error arrives in the
     released code) are the post-ReLU maps of shape 15×(s−4)², 40×(s−8)² and 128, with
-    ``s = image_size``. MNIST: 28 → 24 → 20 → 10, FC 4000 → 128; CIFAR-10: 32 → 24 →
-    12, FC 5760 → 128. (The README's "15C5-P2-40C5-P2" lists a pool after conv 1
+    ``s = image_size``. MNIST: 28 → 24 → 20 → 10, FC 4000 → 128; CIFAR-10: 32 → 28 →
+    24 → 12, FC 5760 → 128. (The README's "15C5-P2-40C5-P2" lists a pool after conv 1
     that the code does not have; this follows the code.)
 
     Args:

@@ -93,7 +93,7 @@ class DirectRule(Rule):
         """``U(-1/√n_l, 1/√n_l)`` (``n_l`` units in ``h_l``) or zeros (``feedback_init``)."""
         if self.options.get("feedback_init", "random") == "zeros":
             B = torch.zeros(shape, device=like.device, dtype=like.dtype)
-        else:  # the reference code's kaiming_uniform_(B): PyTorch's own Linear(n_l, K) init
+        else:  # PyTorch's Linear(n_l, K) init (kaiming_uniform_ with a=0 is √6× wider)
             bound = 1.0 / math.sqrt(n_hidden)
             B = torch.empty(shape, device=like.device, dtype=like.dtype)
             B.uniform_(-bound, bound, generator=self.generator)
@@ -226,11 +226,12 @@ class DirectFeedbackAlignment(DirectRule):
         {'layers.0.weight': (3, 8), 'layers.1.weight': (3, 8)}
         >>> loss = rule.step(torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1]))
 
-    .. note:: The scale of :math:`B_l` is the released FDFA code's
-       ``kaiming_uniform_`` (PyTorch's default init of a ``Linear(n_l, K)``
-       weight, i.e. the distribution of a fresh output layer). Other codes use
-       other scales (TinyDFA: :math:`1/\sqrt{\max_l n_l}`); the scale only
-       rescales each layer's effective learning rate. The output layer and all
+    .. note:: :math:`B_l \sim U(\pm 1/\sqrt{n_l})` is PyTorch's default init of a
+       ``Linear(n_l, K)`` weight, i.e. the distribution of a fresh output layer.
+       The released FDFA code uses ``kaiming_uniform_``, which with its default
+       :math:`a = 0` draws :math:`U(\pm\sqrt{6/n_l})`, √6 times wider; other codes use
+       other scales (TinyDFA: :math:`1/\sqrt{\max_l n_l}`). The scale only
+       rescales each hidden layer's effective learning rate. The output layer and all
        biases and normalization parameters get their exact local gradients.
 
     Taught in: {ref}`fa-family`.
@@ -252,7 +253,7 @@ class DirectKolenPollack(DirectRule):
     (sums over the batch). :math:`e\,h_l^\top` is the gradient a weight taking
     :math:`h_l` straight to the logits would get, so SGD moves :math:`B_l` like
     such a weight; for the last hidden layer it is exactly the output layer's
-    :math:`\nabla_{W_L}`, so :math:`B_L` and :math:`W_L` receive the same update
+    :math:`\nabla_{W_L}`, so :math:`B_{L-1}` and :math:`W_L` receive the same update
     and, with the same weight decay, converge (Kolen–Pollack). Webster, Choi &
     Ahn, "Learning the connections in direct feedback alignment" (ICLR 2021
     submission, OpenReview; reference code ``webstah/dkp-gist``).
