@@ -326,3 +326,17 @@ def test_localmixer_fashion_cells_are_labelled_substituted_with_a_note() -> None
     line = _line(fashion, fashion.rule, {}, "cpu", pd.Timestamp.now(tz="UTC").to_pydatetime(), 0.0)
     assert line["scale"] == "substituted" and line["config"]["note"] == localmixer.SUBSTITUTE_NOTE
     assert {c.scale for c in EXPERIMENTS["localmixer"].cells(True)} == {"quick"}
+
+
+def test_load_keeps_the_last_started_line_per_cell_rule_and_device() -> None:
+    df = pd.DataFrame({
+        "cell": ["a", "a", "a", "b", "a"], "rule": ["bp", "fa", "bp", "bp", "bp"],
+        "prov_device": ["cpu", "cpu", "cpu", "cpu", "cuda"],
+        "prov_started": ["2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z",
+                         "2026-01-05T00:00:00Z", "2026-01-01T00:00:00Z"],
+        "ratio_to_bp": [1.0, 1.3, 1.0, 1.0, 1.0]})
+    kept = report.latest_runs(df)
+    # the February rerun of (a, bp, cpu) supersedes January's; other keys keep their only line
+    assert list(zip(kept.cell, kept.rule, kept.prov_device, kept.prov_started.str[:7])) == [
+        ("a", "fa", "cpu", "2026-01"), ("a", "bp", "cpu", "2026-02"), ("b", "bp", "cpu", "2026-01"),
+        ("a", "bp", "cuda", "2026-01")]

@@ -34,7 +34,9 @@ def test_toolchain_traps_are_handled() -> None:
 def test_launch_buttons_come_from_one_repository_url() -> None:
     url = CONFIG["repository"]["url"]
     assert url.startswith("https://github.com/")
-    assert CONFIG["launch_buttons"]["binderhub_url"] and CONFIG["launch_buttons"]["colab_url"]
+    assert CONFIG["launch_buttons"]["binderhub_url"]
+    # Colab opens only .ipynb files and the chapters are MyST text: no Colab button
+    assert "colab_url" not in CONFIG["launch_buttons"]
     assert CONFIG["launch_buttons"]["thebe"] is True
 
 

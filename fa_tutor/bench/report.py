@@ -30,7 +30,9 @@ def load(experiment: str, out: str | Path | None = None, scale: str | None = Non
 
     Columns: :data:`ID`, one column per varying setting (e.g. ``width``), every
     scalar metric (``test_accuracy`` …; percentages in percent), ``prov_<field>``
-    for the provenance, and ``config`` (the resolved config dict).
+    for the provenance, and ``config`` (the resolved config dict).  A rerun supersedes:
+    of the lines with the same cell, rule and device only the last started is kept
+    (a cell rerun at a newer commit, e.g. after a change to the code it measures).
     """
     rows = []
     for line in read_results(experiment, out):
@@ -42,7 +44,20 @@ def load(experiment: str, out: str | Path | None = None, scale: str | None = Non
         row.update({f"prov_{k}": v for k, v in line["provenance"].items()})
         row["config"] = line.get("config", {})
         rows.append(row)
-    return pd.DataFrame(rows, columns=None if rows else ID)
+    if not rows:
+        return pd.DataFrame(columns=ID)
+    return latest_runs(pd.DataFrame(rows))
+
+
+def latest_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ``df`` with one line per (cell, rule, device): the last started; file order kept."""
+    key = ["cell", "rule", "prov_device"]
+    if df.empty or not set(key + ["prov_started"]) <= set(df.columns):
+        return df
+    started = df["prov_started"].fillna("").astype(str)
+    last = df.assign(_started=started).sort_values("_started", kind="stable").drop_duplicates(
+        key, keep="last").index
+    return df.loc[sorted(last)].reset_index(drop=True)
 
 
 def histories(experiment: str, out: str | Path | None = None,

@@ -258,7 +258,8 @@ def dale_statistics(model_or_weight: nn.Module | Tensor) -> pd.DataFrame:
     it obeys Dale's principle when they are all :math:`\ge 0` (excitatory) or
     all :math:`\le 0` (inhibitory). Lemma 5.4: under FA with
     :math:`b_i w_i(0) \ge \frac12\|W_1[i,:](0)\|^2` the output weights keep the
-    signs of the feedback, so neurons of a scalar-output net stay of one sign.
+    signs of the feedback for all t (sign(W₂(t)) = sign(B₂)), so each neuron's
+    outgoing sign is fixed by B (Dale's principle).
 
     Args:
         model_or_weight: a model (every ``nn.Linear``/``nn.Conv2d`` weight after

@@ -24,8 +24,10 @@ out of the incoming norm (``count_bias=False``), weight decay, normalization
 layers, finite step sizes (error :math:`O(\text{lr})`), and putting
 :math:`\langle W, W\rangle` (no ½) in the GD denominator (ratio 0.5). It
 applies to layer-wise rules whose B is fixed or changes only where W crosses
-zero (``fa``, ``adafa``, ``usf``, ``frsf``); ``kp`` and ``brsf`` move B and do
-not satisfy it. For conv layers the weight-sharing form holds per channel
+zero (``fa``, ``adafa``, ``usf``, ``frsf``); ``brsf`` redraws B and has no such
+law, and ``kp`` (B moves with W) obeys another form,
+:math:`\tfrac12\Delta\|W_l[i,:]\|^2 = \Delta\langle W_{l+1}[:,i], B_{l+1}[:,i]\rangle
+- \tfrac12\Delta\|W_{l+1}[:,i]\|^2` (no weight decay), which this tracker does not compute. For conv layers the weight-sharing form holds per channel
 :math:`c`: :math:`\tfrac12\Delta\|K_l[c,\ldots]\|^2 =
 \Delta\langle K_{l+1}[:,c,\ldots], B_{l+1}[:,c,\ldots]\rangle`.
 

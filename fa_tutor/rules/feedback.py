@@ -194,8 +194,8 @@ class AdaptiveFeedbackAlignment(LayerwiseFeedbackRule):
     so the first step is exactly backprop, and later steps drift from it as
     :math:`W_l(t)` moves away from :math:`W_l(0)`. Boopathy & Fiete (2022), "How
     to train your wide neural network without backprop: an input-weight
-    alignment perspective", https://arxiv.org/abs/2106.06651; named adaFA by
-    Robertson & Koyejo (2024), https://arxiv.org/abs/2306.01870.
+    alignment perspective", https://arxiv.org/abs/2106.06651; called adaFA by
+    Robertson & Koyejo (2024), following Boopathy & Fiete, https://arxiv.org/abs/2306.01870.
 
     Args:
         {common_args}

@@ -8,9 +8,12 @@ to 32×32 for M/8/16, whose 8×8 patches need a side divisible by 8).
 
 Settings: the paper's MNIST/CIFAR-10 hyperparameters are not published; these are
 the flag defaults of the released ``train_mixer_supervised.py`` — SGD lr 0.1, no
-momentum, weight decay 1e-4, batch 100, 200 epochs, no augmentation — except the
-schedule: the released linear decay to 0 is not a ``RunConfig`` schedule, so the
-lr is divided by 10 at epochs 100 and 150. One seed per cell.
+momentum, weight decay 1e-4, batch 100, 200 epochs, no augmentation — except: the
+lr is divided by 10 at epochs 100 and 150 instead of the released linear decay to 0
+(``schedule="linear"`` exists now; the committed cells predate it and keep the step
+decay), PyTorch's default init, and one learning rate for every layer (the code's
+``last_layer_lr`` = 0.1 multiplier of the heads and classifier is not applied). One
+seed per cell.
 
 The Fashion-MNIST cells are scale ``substituted`` (the paper has no Fashion-MNIST
 column). ``--quick`` runs the offline Fashion-MNIST cells only (512 training images, one
