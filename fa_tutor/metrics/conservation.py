@@ -26,8 +26,9 @@ layers, finite step sizes (error :math:`O(\text{lr})`), and putting
 applies to layer-wise rules whose B is fixed or changes only where W crosses
 zero (``fa``, ``adafa``, ``usf``, ``frsf``); ``brsf`` redraws B and has no such
 law, and ``kp`` (B moves with W) obeys another form,
-:math:`\tfrac12\Delta\|W_l[i,:]\|^2 = \Delta\langle W_{l+1}[:,i], B_{l+1}[:,i]\rangle
-- \tfrac12\Delta\|W_{l+1}[:,i]\|^2` (no weight decay), which this tracker does not compute. For conv layers the weight-sharing form holds per channel
+:math:`\tfrac12\Delta\|W_l[i,:]\|^2 = \Delta\langle W_{l+1}[:,i], B_{l+1}[:,i]\rangle -
+\tfrac12\Delta\|W_{l+1}[:,i]\|^2` (no weight decay), which this tracker does
+not compute. For conv layers the weight-sharing form holds per channel
 :math:`c`: :math:`\tfrac12\Delta\|K_l[c,\ldots]\|^2 =
 \Delta\langle K_{l+1}[:,c,\ldots], B_{l+1}[:,c,\ldots]\rangle`.
 
