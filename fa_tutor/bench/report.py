@@ -30,23 +30,38 @@ def load(experiment: str, out: str | Path | None = None, scale: str | None = Non
 
     Columns: :data:`ID`, one column per varying setting (e.g. ``width``), every
     scalar metric (``test_accuracy`` …; percentages in percent), ``prov_<field>``
-    for the provenance, and ``config`` (the resolved config dict).  A rerun supersedes:
-    of the lines with the same cell, rule and device only the last started is kept
-    (a cell rerun at a newer commit, e.g. after a change to the code it measures).
+    for the provenance, and ``config`` (the resolved config dict).  A rerun supersedes
+    (:func:`current_lines`).
     """
     rows = []
-    for line in read_results(experiment, out):
-        if scale is not None and line["scale"] != scale:
-            continue
+    for line in current_lines(experiment, out, scale):
         row = {k: line.get(k) for k in ID}
         row.update(line.get("setting", {}))
         row.update({k: v for k, v in line["metrics"].items() if not isinstance(v, (dict, list))})
         row.update({f"prov_{k}": v for k, v in line["provenance"].items()})
         row["config"] = line.get("config", {})
         rows.append(row)
-    if not rows:
-        return pd.DataFrame(columns=ID)
-    return latest_runs(pd.DataFrame(rows))
+    return pd.DataFrame(rows, columns=None if rows else ID)
+
+
+def current_lines(experiment: str, out: str | Path | None = None,
+                  scale: str | None = None) -> list[dict]:
+    """The result lines of ``experiment`` (of ``scale``) that no rerun superseded.
+
+    Of the lines with the same cell, rule and device only the last started is kept
+    (a cell rerun at a newer commit, e.g. after a change to the code it measures);
+    :func:`load` and :func:`histories` read these.
+    """
+    lines = [line for line in read_results(experiment, out)
+             if scale is None or line["scale"] == scale]
+    if not lines:
+        return []
+    keys = pd.DataFrame({"cell": [line.get("cell") for line in lines],
+                         "rule": [line.get("rule") for line in lines],
+                         "prov_device": [line["provenance"].get("device") for line in lines],
+                         "prov_started": [line["provenance"].get("started") for line in lines],
+                         "line": range(len(lines))})
+    return [lines[i] for i in latest_runs(keys)["line"]]
 
 
 def latest_runs(df: pd.DataFrame) -> pd.DataFrame:
@@ -62,11 +77,12 @@ def latest_runs(df: pd.DataFrame) -> pd.DataFrame:
 
 def histories(experiment: str, out: str | Path | None = None,
               scale: str | None = None) -> pd.DataFrame:
-    """Every stored history in long form: the id and setting columns plus one row per record."""
+    """Every current stored history (:func:`current_lines`) in long form: the id and setting
+    columns plus one row per record."""
     frames = []
-    for line in read_results(experiment, out):
+    for line in current_lines(experiment, out, scale):
         hist = line["metrics"].get("history")
-        if not hist or (scale is not None and line["scale"] != scale):
+        if not hist:
             continue
         df = pd.DataFrame(hist)
         for k, v in {**{k: line.get(k) for k in ID}, **line.get("setting", {})}.items():
