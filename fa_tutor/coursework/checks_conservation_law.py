@@ -10,7 +10,7 @@ from torch import Tensor
 from ..metrics import ConservationTracker
 from ..models import MLP
 from ..rules import make_rule
-from .registry import check
+from .registry import check, require
 
 Ratios = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
 
@@ -44,7 +44,7 @@ def _trained_pair(rule_name: str, seed: int, steps: int = 5
     return start + end, tracker.neuron_ratios()
 
 
-@check("conservation_law_ex3")
+@check("conservation_law_ex3", function="neuron_ratios")
 def conservation_law_ex3(neuron_ratios: Ratios) -> str:
     """Exercise: per-neuron conservation ratios R_i from the weights at time 0 and t."""
     # usf with seed 3 runs 20 steps: four entries of W2 change sign, so B differs from B_0
@@ -52,20 +52,20 @@ def conservation_law_ex3(neuron_ratios: Ratios) -> str:
         tensors, expected = _trained_pair(rule_name, seed, steps)
         got = neuron_ratios(*[t.clone() for t in tensors])
         got = torch.as_tensor(got, dtype=torch.float64).reshape(-1)
-        assert got.shape == expected.shape, (
+        require(got.shape == expected.shape, (
             f"expected one ratio per hidden neuron, shape {tuple(expected.shape)}, got "
             f"{tuple(got.shape)}. Hint: neuron i's incoming weights are the row W1[i, :], its "
-            "outgoing weights the column W2[:, i].")
+            "outgoing weights the column W2[:, i]."))
         ok = ~expected.isnan()
-        assert torch.allclose(got[ok], expected[ok], rtol=1e-6, atol=1e-9), (
+        require(torch.allclose(got[ok], expected[ok], rtol=1e-6, atol=1e-9), (
             f"rule {rule_name!r}: expected R_i = {expected.numpy().round(4)}, got "
             f"{got.detach().numpy().round(4)}. Hint: R_i = ½Δ‖W1[i,:]‖² / "
             "Δ⟨W2[:,i], B[:,i]⟩ with Δ the change since time 0 (mind the ½, and use B_0 "
-            "at time 0).")
+            "at time 0)."))
     return "conservation_law_ex3: all checks passed"
 
 
-@check("conservation_law_ex4")
+@check("conservation_law_ex4", function="step_drift")
 def conservation_law_ex4(step_drift: Callable[[Tensor, float], Tensor]) -> str:
     """Exercise: the exact change of C_i in one plain SGD step of FA with fixed B."""
     for seed, lr in [(0, 0.1), (1, 0.7), (2, 0.02)]:
@@ -89,11 +89,11 @@ def conservation_law_ex4(step_drift: Callable[[Tensor, float], Tensor]) -> str:
         opt.step()
         expected = conserved() - before
         got = torch.as_tensor(step_drift(g_W1.clone(), lr), dtype=torch.float64).reshape(-1)
-        assert got.shape == expected.shape, (
+        require(got.shape == expected.shape, (
             f"expected one value per hidden neuron, shape {tuple(expected.shape)}, got "
-            f"{tuple(got.shape)}")
-        assert torch.allclose(got, expected, rtol=1e-6, atol=1e-12), (
+            f"{tuple(got.shape)}"))
+        require(torch.allclose(got, expected, rtol=1e-6, atol=1e-12), (
             f"lr={lr}: the measured change of C_i is {expected.numpy()}, you returned "
             f"{got.detach().numpy()}. Hint: expand ½‖W1[i,:] − lr·g[i,:]‖² − "
-            "½‖W1[i,:]‖²; the first-order terms cancel against the outgoing side.")
+            "½‖W1[i,:]‖²; the first-order terms cancel against the outgoing side."))
     return "conservation_law_ex4: all checks passed"

@@ -10,10 +10,10 @@ from torch import Tensor
 from ..metrics.alignment import cosine
 from ..models.mlp import MLP
 from ..rules.base import make_rule
-from .registry import check, expect_close
+from .registry import CheckFailed, check, expect_close
 
 
-@check("fa_family_ex2")
+@check("fa_family_ex2", function="alignment")
 def fa_family_ex2(alignment: Callable[[Tensor, Tensor], float]) -> str:
     r"""Exercise: :math:`\cos\angle(W, B) = \langle W, B\rangle / (\|W\|_F \|B\|_F)`.
 
@@ -34,14 +34,14 @@ def fa_family_ex2(alignment: Callable[[Tensor, Tensor], float]) -> str:
         want = cosine(a, b)
         got = float(alignment(a.clone(), b.clone()))
         if not math.isclose(got, want, rel_tol=1e-5, abs_tol=1e-6):
-            raise AssertionError(
+            raise CheckFailed(
                 f"{what}: expected cosine {want:.6f}, got {got:.6f}. Hint: flatten both "
                 "tensors, take the dot product and divide by the product of the two norms "
                 "(the cosine is scale-free: B = -2W must give -1).")
     return "fa_family_ex2: all checks passed"
 
 
-@check("fa_family_ex3")
+@check("fa_family_ex3", function="sign_feedback")
 def fa_family_ex3(sign_feedback: Callable[[Tensor], Tensor]) -> str:
     r"""Exercise: uSF's feedback :math:`B = c\,\mathrm{sign}(W)`, :math:`c = \sqrt{2/(n_{in}+n_{out})}`.
 

@@ -9,7 +9,7 @@ from torch import Tensor
 from ..metrics.ema import ema
 from ..models.mlp import MLP
 from ..rules.base import make_rule
-from .registry import check, expect_close
+from .registry import CheckFailed, check, expect_close
 
 
 def _one_hidden(seed: int, width: int, batch: int):
@@ -22,7 +22,7 @@ def _one_hidden(seed: int, width: int, batch: int):
     return model, x, y, make_rule("fdfa", model, seed=seed)
 
 
-@check("fdfa_ex2")
+@check("fdfa_ex2", function="jacobian_estimate")
 def fdfa_ex2(jacobian_estimate: Callable[[Tensor, Tensor], Tensor]) -> str:
     r"""Exercise: :math:`\hat J = \frac1N \sum_n \dot y_n u_n^\top`, FDFA's Jacobian estimate.
 
@@ -48,7 +48,7 @@ def fdfa_ex2(jacobian_estimate: Callable[[Tensor, Tensor], Tensor]) -> str:
     return "fdfa_ex2: all checks passed"
 
 
-@check("fdfa_ex3")
+@check("fdfa_ex3", function="ema_update")
 def fdfa_ex3(ema_update: Callable[[Tensor, Tensor, float], Tensor]) -> str:
     r"""Exercise: :math:`B \leftarrow \alpha B + (1-\alpha)\hat J`.
 
@@ -68,7 +68,7 @@ def fdfa_ex3(ema_update: Callable[[Tensor, Tensor, float], Tensor]) -> str:
             mine = torch.as_tensor(ema_update(mine.clone(), J_hat.clone(), alpha))
             opt.step()
             if not torch.allclose(mine.to(B.dtype), B.detach(), rtol=1e-8, atol=1e-12):
-                raise AssertionError(
+                raise CheckFailed(
                     f"alpha={alpha}, step {step + 1}: your B differs from the fdfa rule's B "
                     "after SGD at rate 1 − alpha. Hint: α weights the old B, 1 − α the new "
                     "estimate.")
@@ -79,5 +79,5 @@ def fdfa_ex3(ema_update: Callable[[Tensor, Tensor, float], Tensor]) -> str:
     for t in range(len(X)):
         B = torch.as_tensor(ema_update(B, X[t], 0.7))
         if not torch.allclose(B, want[t]):
-            raise AssertionError(f"step {t + 1}: differs from fa_tutor.metrics.ema(X, 0.7)")
+            raise CheckFailed(f"step {t + 1}: differs from fa_tutor.metrics.ema(X, 0.7)")
     return "fdfa_ex3: all checks passed"

@@ -11,10 +11,10 @@ from torch.func import functional_call
 from ..metrics.estimator import variance_theory
 from ..models.mlp import MLP
 from ..rules.base import make_rule
-from .registry import check, expect_close
+from .registry import CheckFailed, check, expect_close
 
 
-@check("forward_gradients_ex2")
+@check("forward_gradients_ex2", function="fg_w")
 def forward_gradients_ex2(fg_w: Callable) -> str:
     r"""Exercise: FG-W's estimate :math:`g = (\nabla L\cdot v)\,v` from one JVP.
 
@@ -41,7 +41,7 @@ def forward_gradients_ex2(fg_w: Callable) -> str:
         got = fg_w(loss_of, tuple(p.detach() for p in params), v)
         got = list(got)
         if len(got) != len(want):
-            raise AssertionError(f"expected {len(want)} tensors (one per parameter), "
+            raise CheckFailed(f"expected {len(want)} tensors (one per parameter), "
                                  f"got {len(got)}")
         for name, g, w in zip(names, got, want):
             expect_close(g, w, name, "(the parameter's shape)",
@@ -51,7 +51,7 @@ def forward_gradients_ex2(fg_w: Callable) -> str:
     return "forward_gradients_ex2: all checks passed"
 
 
-@check("forward_gradients_ex3")
+@check("forward_gradients_ex3", function="table1")
 def forward_gradients_ex3(table1: Callable) -> str:
     r"""Exercise: Ren et al.'s Table 1, compared with ``fa_tutor.metrics.variance_theory``.
 
@@ -65,11 +65,11 @@ def forward_gradients_ex3(table1: Callable) -> str:
         for row in want.itertuples():
             key = (row.estimator, row.perturbation)
             if key not in got:
-                raise AssertionError(f"missing key {key}; expected the keys ('fg_w', 'shared'), "
+                raise CheckFailed(f"missing key {key}; expected the keys ('fg_w', 'shared'), "
                                      "('fg_w', 'independent'), ('fg_a', 'shared'), "
                                      "('fg_a', 'independent')")
             if not math.isclose(float(got[key]), row.variance, rel_tol=1e-9, abs_tol=1e-15):
-                raise AssertionError(
+                raise CheckFailed(
                     f"{key} with p={p}, q={q}, N={N}, S={S}, V={V}: expected "
                     f"{row.variance:.6g}, got {float(got[key]):.6g}. Hint: FG-W perturbs "
                     "n = p·q numbers, FG-A n = q; (n+2)/N·V + (n+1)·S, and the independent "

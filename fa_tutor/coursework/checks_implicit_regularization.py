@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ..metrics import ConservationTracker
 from ..models import MLP
-from .registry import check
+from .registry import CheckFailed, check
 
 Sides = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor], tuple[float, float]]
 
@@ -43,7 +43,7 @@ def _reference(W1_0: Tensor, W2_0: Tensor, B0: Tensor, W1: Tensor, W2: Tensor, B
     return float(row["numerator"]), float(row["denominator"])
 
 
-@check("implicit_regularization_ex2")
+@check("implicit_regularization_ex2", function="conservation_sides")
 def implicit_regularization_ex2(conservation_sides: Sides) -> str:
     r"""Exercise: both sides of the conservation law, summed over the hidden neurons.
 
@@ -59,17 +59,17 @@ def implicit_regularization_ex2(conservation_sides: Sides) -> str:
         want = _reference(W1_0, W2_0, B0, W1, W2, B)
         got = conservation_sides(W1_0, W2_0, B0, W1, W2, B)
         if len(got) != 2:
-            raise AssertionError("return a pair (numerator, denominator)")
+            raise CheckFailed("return a pair (numerator, denominator)")
         num, den = float(got[0]), float(got[1])
         if not math.isclose(num, want[0], rel_tol=1e-9, abs_tol=1e-12):
             hint = (" — you left out the ½" if math.isclose(num, 2 * want[0], rel_tol=1e-9)
                     else "")
-            raise AssertionError(
+            raise CheckFailed(
                 f"numerator for a {d}-{m}-{k} net: expected {want[0]:.6g}, got {num:.6g}{hint}. "
                 "Hint: ½(‖W1(t)‖² − ‖W1(0)‖²), row norms summed over the hidden "
                 "neurons.")
         if not math.isclose(den, want[1], rel_tol=1e-9, abs_tol=1e-12):
-            raise AssertionError(
+            raise CheckFailed(
                 f"denominator for a {d}-{m}-{k} net: expected {want[1]:.6g}, got {den:.6g}. "
                 "Hint: ⟨W2(t), B(t)⟩ − ⟨W2(0), B(0)⟩, each B with its own time.")
     return "implicit_regularization_ex2: all checks passed"

@@ -7,10 +7,10 @@ import torch
 from torch import Tensor
 
 from ..models.localmixer import LocalMixer
-from .registry import check
+from .registry import CheckFailed, check
 
 
-@check("local_losses_ex2")
+@check("local_losses_ex2", function="credit")
 def local_losses_ex2(credit: Callable[[Tensor, str, int], Tensor]) -> str:
     r"""Exercise: which copy's derivative pairs with each unit (LG-FG-A's credit).
 
@@ -33,12 +33,12 @@ def local_losses_ex2(credit: Callable[[Tensor, str, int], Tensor]) -> str:
             try:
                 got = got.expand(3, P, channels)
             except RuntimeError:
-                raise AssertionError(
+                raise CheckFailed(
                     f"{kind} layer with C={channels}, G={groups}: shape {tuple(got.shape)} "
                     f"does not broadcast to the pre-activation (N, P, C) = (3, {P}, "
                     f"{channels})") from None
             if not torch.allclose(got.to(want.dtype), want):
-                raise AssertionError(
+                raise CheckFailed(
                     f"{kind} layer {name} with C={channels}, G={groups}: the credit differs "
                     "from LocalMixer.local_credit. Hint: a token unit gets the sum of its "
                     "patch's G derivatives (keep the last axis: keepdim=True); channel j gets "

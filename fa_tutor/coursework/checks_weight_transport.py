@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from ..rules.intercept import FeedbackLinear
-from .registry import check
+from .registry import CheckFailed, check, require
 
 Backward = Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
 
@@ -19,7 +19,7 @@ def _reference(delta: Tensor, x: Tensor, W: Tensor, b: Tensor, B: Tensor) -> tup
     return torch.autograd.grad(out, (x, W, b), delta)
 
 
-@check("weight_transport_ex2")
+@check("weight_transport_ex2", function="fa_linear_backward")
 def weight_transport_ex2(fa_linear_backward: Backward) -> str:
     r"""Exercise: the FA backward of one linear layer, ``(δB, δᵀx, Σδ)``.
 
@@ -36,12 +36,12 @@ def weight_transport_ex2(fa_linear_backward: Backward) -> str:
         want = _reference(delta, x, W, b, B)
         got = fa_linear_backward(delta.clone(), x.clone(), W.clone(), B.clone())
         if not isinstance(got, (tuple, list)) or len(got) != 3:
-            raise AssertionError("return a tuple (grad_x, grad_W, grad_b)")
+            raise CheckFailed("return a tuple (grad_x, grad_W, grad_b)")
         for name, w, a in zip(("grad_x", "grad_W", "grad_b"), want, got):
             a = torch.as_tensor(a, dtype=torch.float64)
-            assert a.shape == w.shape, (
+            require(a.shape == w.shape, (
                 f"{name} has shape {tuple(a.shape)}, expected {tuple(w.shape)} "
-                f"(batch {n}, in {d_in}, out {d_out})")
+                f"(batch {n}, in {d_in}, out {d_out})"))
             if not torch.allclose(a, w, rtol=1e-9, atol=1e-10):
                 hint = {
                     "grad_x": "the error for the layer below is delta @ B (B replaces W)"
@@ -50,6 +50,6 @@ def weight_transport_ex2(fa_linear_backward: Backward) -> str:
                               "over the batch",
                     "grad_b": "the bias gradient is delta summed over the batch",
                 }[name]
-                raise AssertionError(f"{name} is wrong (batch {n}, in {d_in}, out {d_out}). "
+                raise CheckFailed(f"{name} is wrong (batch {n}, in {d_in}, out {d_out}). "
                                      f"Hint: {hint}.")
     return "weight_transport_ex2: all checks passed"
