@@ -26,7 +26,8 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch import Tensor, nn
 
-from .base import Rule, check_batch, register, rule_spec
+from .base import (BatchShapeError, Rule, batch_misfit, check_batch, misfit_message, register,
+                   rule_spec)
 from .direct_pass import DirectFeedback, DirectPass, DirectPassMode
 from .intercept import find_layers
 
@@ -132,9 +133,16 @@ class DirectRule(Rule):
         p = next(self.model.parameters())
         modes = {m: m.training for m in self.model.modules()}
         self.model.eval()
+        x = torch.zeros((1, *shape), device=p.device, dtype=p.dtype)
         try:
             with torch.no_grad():
-                self._run(torch.zeros((1, *shape), device=p.device, dtype=p.dtype))
+                self._run(x)
+        except RuntimeError as err:
+            misfit = batch_misfit(self.model, x, x.new_zeros(1, dtype=torch.long))
+            if misfit is None:
+                raise
+            raise BatchShapeError(f"input_shape={shape}: " + misfit_message(
+                self.name, x, x.new_zeros(1, dtype=torch.long), misfit)) from err
         finally:
             for m, training in modes.items():
                 m.train(training)

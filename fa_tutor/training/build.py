@@ -1,6 +1,7 @@
 """Turn a RunConfig into data, a model, a rule and optimizers."""
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -74,10 +75,35 @@ def build_data(cfg: RunConfig) -> Dataset:
     return data
 
 
+#: Models whose constructor takes ``init`` (and defaults to Xavier, the seed benchmarks')
+_INIT_ARG = ("lenet", "lenet5", "resnet18")
+
+
+def check_names(cfg: RunConfig, *, data: bool = True, model: bool = True) -> None:
+    """Unknown rule (and, when they are to be built, model and data set) names fail here,
+    before any data is loaded."""
+    from ..data import DATASETS
+
+    if model and cfg.model not in MODELS:
+        raise ValueError(f"Unknown model {cfg.model!r}; choose one of: {', '.join(MODELS)}")
+    rule_spec(cfg.rule)
+    if data and cfg.dataset not in DATASETS:
+        raise ValueError(f"Unknown dataset {cfg.dataset!r}; choose one of: {', '.join(DATASETS)}")
+
+
 def build_model(cfg: RunConfig, data: Dataset) -> nn.Module:
+    """``cfg.model`` for ``data``; ``cfg.init`` "default" is PyTorch's init, "xavier" Xavier's.
+
+    (For ``init="xavier"`` the weights are drawn as they always were: the
+    constructor's Xavier draw, then :func:`xavier_init` again, so results stay
+    reproducible.)
+    """
     if cfg.model not in MODELS:
         raise ValueError(f"Unknown model {cfg.model!r}; choose one of: {', '.join(MODELS)}")
-    model = MODELS[cfg.model](data, **cfg.model_options)
+    options = dict(cfg.model_options)
+    if cfg.model in _INIT_ARG and cfg.init == "default":
+        options.setdefault("init", "default")
+    model = MODELS[cfg.model](data, **options)
     if cfg.init == "xavier":
         xavier_init(model)
     elif cfg.init != "default":
@@ -124,7 +150,13 @@ def build_optimizers(cfg: RunConfig, model: nn.Module, rule: Rule) -> list[torch
 
 
 def lr_factor(cfg: RunConfig, epoch: int) -> float:
-    """Multiplier of the base lr during ``epoch`` (0-based)."""
+    """Multiplier of the base lr during ``epoch`` (0-based), in closed form.
+
+    The same factors as torch's ``MultiStepLR``, ``ExponentialLR``,
+    ``LinearLR(1, 0, epochs)`` and ``CosineAnnealingLR(epochs)``, computed from the
+    epoch rather than multiplied up epoch by epoch (the chainable form drifts in
+    the last bits, e.g. 0.95 ** e, which would change committed results).
+    """
     if cfg.schedule == "constant":
         return 1.0
     if cfg.schedule == "step":
@@ -137,6 +169,32 @@ def lr_factor(cfg: RunConfig, epoch: int) -> float:
         return 0.5 * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
     raise ValueError(f"Unknown schedule {cfg.schedule!r}; choose constant, step, exponential, "
                      "linear or cosine")
+
+
+def build_schedulers(cfg: RunConfig, optimizers: list[torch.optim.Optimizer],
+                     ) -> list[torch.optim.lr_scheduler.LambdaLR]:
+    """One ``LambdaLR`` per optimizer: lr = base lr × :func:`lr_factor` (cfg, epoch).
+
+    Call ``scheduler.step()`` once after each epoch; its state goes into the checkpoint.
+    """
+    factor = functools.partial(lr_factor, cfg)
+    return [torch.optim.lr_scheduler.LambdaLR(opt, factor) for opt in optimizers]
+
+
+def check_fits(cfg: RunConfig, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    """A :class:`~fa_tutor.rules.BatchShapeError` when the model cannot take the data's
+    examples, with the fix for images that are too small (``data_options={"resize": 32}``)."""
+    from ..rules.base import BatchShapeError, batch_misfit, misfit_message
+
+    err = batch_misfit(model, x, y)
+    if err is None:
+        return
+    message = misfit_message(cfg.rule, x, y, err, model=cfg.model)
+    if x.dim() == 4 and min(x.shape[-2:]) < 32:
+        message += (f" The images are {x.shape[-2]}×{x.shape[-1]}: resize them with "
+                    "data_options={\"resize\": 32} (on the command line: "
+                    "--set 'data_options={\"resize\": 32}').")
+    raise BatchShapeError(message) from err
 
 
 def standardizer(data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
