@@ -75,6 +75,27 @@ def _mnist1d(root: Path, download: bool) -> Dataset:
                    source="mnist1d.make_dataset (seed 42)")
 
 
+def _download(name: str, fetch: Callable[[], object], by_hand: str) -> None:
+    """Run ``fetch``; a failed download is one :class:`DatasetNotAvailable` saying where the
+    files go by hand (``by_hand``), never a chain of network tracebacks."""
+    try:
+        fetch()
+    except ImportError as err:
+        raise DatasetNotAvailable(
+            f"cannot download {name}: downloads need torchvision (pip install "
+            f"'fa_tutor[vision]'); or {by_hand}") from err
+    except (OSError, RuntimeError) as err:  # URLError is an OSError; torchvision's mirrors raise
+        lines = str(err).strip().splitlines() or [type(err).__name__]
+        reason = getattr(err, "reason", None) or lines[-1]  # torchvision: the last mirror's error
+        raise DatasetNotAvailable(
+            f"cannot download {name} (no network? {reason}); {by_hand}") from None
+
+
+def _idx_by_hand(folder: Path) -> str:
+    return ("put the four IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+            f"t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, .gz or not) by hand into {folder}")
+
+
 def _find_idx(folder: Path, stem: str) -> Path | None:
     for name in (stem, stem + ".gz"):
         if (folder / name).exists():
@@ -122,10 +143,14 @@ def _fashion_mnist(root: Path, download: bool) -> Dataset:
     hint = ("Install it offline with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or "
             "fetch it with `python -m fa_tutor data fetch fashion_mnist` (needs internet).")
     if download and not _has_idx(_fashion_folders)(root):
-        from torchvision.datasets import FashionMNIST
+        def fetch() -> None:
+            from torchvision.datasets import FashionMNIST
 
-        FashionMNIST(str(root), train=True, download=True)
-        FashionMNIST(str(root), train=False, download=True)
+            FashionMNIST(str(root), train=True, download=True)
+            FashionMNIST(str(root), train=False, download=True)
+
+        _download("fashion_mnist", fetch, _idx_by_hand(folders[0]) +
+                  " (or `apt-get install dataset-fashion-mnist`)")
     return _idx_dataset("fashion_mnist", folders, FASHION_CLASSES, hint)
 
 
@@ -136,19 +161,26 @@ def _mnist_folders(root: Path) -> list[Path]:
 def _mnist(root: Path, download: bool) -> Dataset:
     folders = _mnist_folders(root)
     if download and not _has_idx(_mnist_folders)(root):
-        from torchvision.datasets import MNIST
+        def fetch() -> None:
+            from torchvision.datasets import MNIST
 
-        MNIST(str(root), train=True, download=True)
-        MNIST(str(root), train=False, download=True)
+            MNIST(str(root), train=True, download=True)
+            MNIST(str(root), train=False, download=True)
+
+        _download("mnist", fetch, _idx_by_hand(folders[0]))
     hint = ("Fetch it with `python -m fa_tutor data fetch mnist` (needs internet); offline, "
             "'mnist5k' has 5,000 real MNIST digits.")
     return _idx_dataset("mnist", folders, [str(i) for i in range(10)], hint)
 
 
-def _fetch_archive(name: str, root: Path) -> None:
-    from torchvision.datasets.utils import download_and_extract_archive
+def _fetch_archive(name: str, root: Path, folder: str) -> None:
+    def fetch() -> None:
+        from torchvision.datasets.utils import download_and_extract_archive
 
-    download_and_extract_archive(URLS[name], download_root=str(root))
+        download_and_extract_archive(URLS[name], download_root=str(root))
+
+    _download(name, fetch, f"download {URLS[name]} by hand and extract it into {root} "
+                           f"(giving {root / folder})")
 
 
 def _cifar_folder(name: str, root: Path) -> Path:
@@ -166,7 +198,7 @@ def _cifar(name: str, root: Path, download: bool) -> Dataset:
     label_key = b"labels" if name == "cifar10" else b"fine_labels"
     meta_file, names_key = ("batches.meta", b"label_names") if name == "cifar10" else ("meta", b"fine_label_names")
     if download and not _cifar_present(name)(root):
-        _fetch_archive(name, root)
+        _fetch_archive(name, root, folder.name)
 
     def read(files: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         xs, ys = [], []
@@ -204,7 +236,7 @@ def _tiny_imagenet(root: Path, download: bool) -> Dataset:
     if cache.exists():
         return Dataset(**torch.load(cache, weights_only=True))
     if download and not _tiny_present(root):
-        _fetch_archive("tiny_imagenet", root)
+        _fetch_archive("tiny_imagenet", root, folder.name)
     if not (folder / "wnids.txt").exists():
         raise DatasetNotAvailable(
             f"tiny_imagenet: {folder} not found. Fetch it with `python -m fa_tutor data fetch "
