@@ -13,10 +13,17 @@ export PATH := $(abspath $(BIN)):$(PATH)
 VENDOR := _vendor/static/vendor
 NPM_PKGS := mathjax@3.2.2 @jupyter-widgets/html-manager@1.0.15 requirejs@2.3.8
 
+# JupyterLab opens the chapters (MyST .md) as notebooks on double-click: jupytext's viewer
+# becomes the default for markdown in this environment's lab settings.
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
+LAB_VIEWERS := {"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": \
+  {"markdown": "Jupytext Notebook", "myst": "Jupytext Notebook"}}}
+
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@mkdir -p $(dir $(LAB_SETTINGS)) && echo '$(LAB_VIEWERS)' > $(LAB_SETTINGS)
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -48,4 +55,4 @@ clean-book:
 	rm -rf _build
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root)
