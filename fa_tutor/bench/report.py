@@ -334,3 +334,32 @@ def step_cost_draws(df: pd.DataFrame) -> pd.DataFrame:
               "ratio_without_draws": "ratio without draws"}
     table = ok.pivot_table(index="rule", columns="model", values=list(values), aggfunc="median")
     return table.rename(columns=values, level=0).round(2)
+
+
+# --------------------------------------------------------------------------------------
+# The terminal's view (python -m fa_tutor bench report NAME)
+#: the metrics an overview shows, where an experiment's lines have them
+OVERVIEW_METRICS = ["test_error", "train_accuracy", "est_cosine", "conservation_deviation"]
+
+
+def overview(experiment: str, out: str | Path | None = None) -> pd.DataFrame:
+    """One experiment's committed results as one table: step-cost's ratio table, else the
+    mean ± sem over seeds of :data:`OVERVIEW_METRICS` per rule, model, data set, scale and
+    varying setting, with ``n`` and a note for runs that diverged. Empty when none ran."""
+    df = load(experiment, out)
+    if df.empty:
+        return pd.DataFrame()
+    if experiment == "step-cost":
+        return step_cost_table(df).reset_index()
+    settings = list(dict.fromkeys(k for line in current_lines(experiment, out)
+                                  for k in line.get("setting", {}) if k != "batch"))
+    by = ["rule", "model", "dataset", "scale", *settings]
+    metrics = [m for m in OVERVIEW_METRICS if m in df]
+    table = summary(df, by, metrics)
+    for m in metrics:
+        table[m] = mean_pm(table, m)
+    table = table[[*by, *metrics, "n"]]
+    if "diverged_epoch" in df:
+        diverged = df.dropna(subset=["diverged_epoch"]).groupby(by, sort=False).size()
+        table["diverged"] = [int(diverged.get(tuple(row), 0)) for row in table[by].values]
+    return table

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 import threading
 import time
 import traceback
@@ -23,7 +24,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..data import DatasetNotAvailable
+from ..data import DATASETS, DatasetNotAvailable
 from ..rules import NonFiniteLossError
 from ..training import train
 from ..utils import device_spec, provenance, resolve_device
@@ -51,6 +52,20 @@ class SweepError(RuntimeError):
         super().__init__(f"{len(failures)} cell(s) failed; finished cells were saved.\n{detail}")
 
 
+def scratch_dir() -> Path:
+    """Where ``--quick`` runs write without ``--out``: ``$FA_TUTOR_SCRATCH``, else
+    ``<tmp>/fa_tutor-quick`` (smoke tests never touch the committed ``results/``)."""
+    default = Path(tempfile.gettempdir()) / "fa_tutor-quick"
+    return Path(os.environ.get("FA_TUTOR_SCRATCH") or default)
+
+
+def output_dir(quick: bool, out: str | Path | None = None) -> Path:
+    """The results folder of a run: ``out``, else the scratch folder (quick) or ``results/``."""
+    if out is not None:
+        return Path(out)
+    return scratch_dir() if quick else RESULTS_DIR
+
+
 def results_path(experiment: str, out: str | Path | None = None) -> Path:
     return Path(out or RESULTS_DIR) / f"{experiment}.jsonl"
 
@@ -71,6 +86,30 @@ def pending_cells(name: str, *, quick: bool = False, out: str | Path | None = No
     """The cells of ``name`` that have no result line yet (a rerun runs exactly these)."""
     done = finished_keys(read_results(name, out))
     return [c for c in get_experiment(name).cells(quick) if c.key not in done]
+
+
+def missing_data(cells: list[Cell]) -> list[str]:
+    """The data sets the cells load that are not on this machine (sorted)."""
+    missing = set()
+    for c in cells:
+        opts = c.config.to_dict() if c.config is not None else c.options
+        name = opts.get("dataset", c.dataset)
+        info = DATASETS.get(name)
+        if info is not None and not info.is_present((opts.get("data_options") or {}).get("root")):
+            missing.add(name)
+    return sorted(missing)
+
+
+def check_data(name: str, cells: list[Cell]) -> None:
+    """One :class:`DatasetNotAvailable` up front naming the ``data fetch`` commands, instead
+    of every cell failing alike."""
+    missing = missing_data(cells)
+    if missing:
+        fetch = " and ".join(f"`python -m fa_tutor data fetch {m}`" for m in missing)
+        raise DatasetNotAvailable(
+            f"{name} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+            f"not on this machine; download {'it' if len(missing) == 1 else 'them'} first with "
+            f"{fetch} (cache: $FA_TUTOR_DATA, default ~/.cache/fa_tutor)")
 
 
 def summarize(history: pd.DataFrame, final: dict, every: int = 1) -> dict:
@@ -154,15 +193,22 @@ def run_experiment(name: str, *, quick: bool = False, device: str = "auto", out:
     CUDA runs, and for ``auto`` when the cluster has GPUs).  ``threads`` fixes
     torch's CPU threads per cell, which makes results bit-identical across the
     three modes.
+
+    ``out`` defaults to ``results/``, and for ``quick`` runs to :func:`scratch_dir`.
+    Missing data sets fail here, once, before any cell runs (not for Ray: the
+    cluster's nodes have their own data).
     """
     device_spec(device)  # a bad --device (or $FA_TUTOR_DEVICE) fails here, once, not per cell
     if not ray_address:  # a Ray cluster may have the GPU this machine lacks
         resolve_device(device)
+    out = output_dir(quick, out)
     path = results_path(name, out)
-    path.parent.mkdir(parents=True, exist_ok=True)
     cells = pending_cells(name, quick=quick, out=out)
     if limit is not None:
         cells = cells[:limit]
+    if not ray_address:
+        check_data(name, cells)
+    path.parent.mkdir(parents=True, exist_ok=True)
     ckpt_dir = str(Path(checkpoints) if checkpoints else path.parent / ".checkpoints" / name)
     if ray_address:
         backend = _ray_backend(ray_address, device)
@@ -173,7 +219,7 @@ def run_experiment(name: str, *, quick: bool = False, device: str = "auto", out:
     labels = {c.key: c.label() for c in cells}
     new: list[dict] = []
     failures: list[CellFailure] = []
-    with tqdm(total=len(cells), desc=name, disable=not progress) as bar:
+    with tqdm(total=len(cells), desc=name, disable=not progress or not cells) as bar:
         jobs = [(name, quick, c.key, ckpt_dir, threads) for c in cells]
         for key, lines, error, attempts in backend(jobs, retries):
             if error is not None:

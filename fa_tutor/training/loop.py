@@ -165,7 +165,8 @@ def train(cfg: RunConfig, *, data: Dataset | None = None, model: nn.Module | Non
         transform = lambda t: (t - mean) / std  # noqa: E731
     model = (model if model is not None else build.build_model(cfg, data)).to(device)
     probe = next(batches(x_train, y_train, 256, device=device))
-    build.check_fits(cfg, model, transform(probe[0]) if transform else probe[0], probe[1])
+    xb, yb = (t[:cfg.batch_size or None] for t in probe)  # a training batch's shape
+    build.check_fits(cfg, model, transform(xb) if transform else xb, yb)
     rule = build.build_rule(cfg, model, data)
     optimizers = build.build_optimizers(cfg, model, rule)
     schedulers = build.build_schedulers(cfg, optimizers)  # lr = base lr × lr_factor(cfg, epoch)
