@@ -1,7 +1,14 @@
-"""Coursework round trip on the real chapters: export strips solutions; exported notebooks run
-(stubs report "not done"); the original chapters pass every check."""
+"""Coursework on the real chapters: export (student and key) renders in plain Jupyter with no
+MyST syntax left; grading takes the checks from the package, so a tampered notebook grades
+the same; a class folder becomes a CSV gradebook; every chapter round-trips (the key passes
+every check, the student version reports "not done")."""
 from __future__ import annotations
 
+import ast
+import csv
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import jupytext
@@ -9,31 +16,163 @@ import nbformat
 import pytest
 
 import fa_tutor as ft
-from fa_tutor.coursework import CHECKS, export
+from fa_tutor.coursework import CHECKS, export, grading, myst
+from fa_tutor.coursework.registry import SPECS, CheckFailed, chapter_checks
 
 CHAPTERS = export.chapter_paths()
+ROOT = export.REPO
+# MyST that a notebook viewer would show as literal text or code
+LEFTOVER = {
+    "role": re.compile(r"\{[\w:-]+\}`"),
+    "directive": re.compile(r"^[ \t]*(`{3,}|:{3,})\{", re.M),
+    "target": re.compile(r"^\([\w.:-]+\)=[ \t]*$", re.M),
+    "labelled $$": re.compile(r"^\$\$[ \t]*\(", re.M),
+}
 
 
-def test_every_check_label_in_the_book_is_registered() -> None:
-    labels = set()
+def _fake_values() -> dict[str, dict[str, str]]:
+    """Every glued name of every chapter, valued "0.5", so the structure tests need no run."""
+    return {p.stem: {m: "0.5" for m in re.findall(r"\{glue:text\}`([\w]+)", p.read_text())}
+            for p in CHAPTERS}
+
+
+def _cells(path: Path) -> list[nbformat.NotebookNode]:
+    return nbformat.read(path, as_version=4).cells
+
+
+# --- the checks and the registry ------------------------------------------------------
+
+def test_every_check_in_the_book_is_registered_with_its_function() -> None:
+    """The registry (what grading uses) and the chapters' check cells agree both ways."""
+    calls = {}
     for path in CHAPTERS:
-        labels |= set(__import__("re").findall(r"ft\.checks\.(\w+)\(", path.read_text()))
-    missing = labels - set(CHECKS)
-    assert not missing, f"chapters call unregistered checks: {sorted(missing)}"
-    for label in labels:
-        assert hasattr(ft.checks, label) or label in CHECKS
+        for label, fn in re.findall(r"ft\.checks\.(\w+)\((\w+)\)", path.read_text()):
+            calls[label] = (path.stem, fn)
+    assert set(calls) == set(SPECS) == set(CHECKS)
+    for label, (chapter, fn) in calls.items():
+        assert (SPECS[label].chapter, SPECS[label].function) == (chapter, fn), label
+        assert getattr(ft.checks, label) is CHECKS[label]
+    assert [s.label for s in chapter_checks("conservation_law")] == [
+        "conservation_law_ex3", "conservation_law_ex4"]
 
 
-def test_export_removes_solutions_keeps_stubs(tmp_path: Path) -> None:
-    written = export.export(tmp_path)
-    assert {p.stem for p in written} == {p.stem for p in CHAPTERS}
-    for path in written:
-        nb = nbformat.read(path, as_version=4)
+def test_checks_never_use_assert_and_fail_under_python_O() -> None:
+    for path in (ROOT / "fa_tutor" / "coursework").glob("checks*.py"):
+        asserts = [n.lineno for n in ast.walk(ast.parse(path.read_text()))
+                   if isinstance(n, ast.Assert)]
+        assert not asserts, f"{path.name}: assert on lines {asserts}"
+    code = ("import fa_tutor as ft\n"
+            "try:\n    ft.checks.getting_started_ex2(lambda logits, y: 50.0)\n"
+            "except ft.checks.CheckFailed as err:\n    print('failed:', err)\n"
+            "else:\n    print('passed')\n")
+    out = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.startswith("failed: accuracy on 10 examples"), out
+
+
+def test_a_wrong_answer_raises_check_failed_with_a_hint() -> None:
+    with pytest.raises(CheckFailed, match="Hint: compare logits.argmax"):
+        ft.checks.getting_started_ex2(lambda logits, y: 50.0)
+    right = lambda logits, y: 100.0 * (logits.argmax(-1) == y).float().mean().item()  # noqa: E731
+    assert ft.checks.getting_started_ex2(right) == "getting_started_ex2: all checks passed"
+
+
+# --- MyST to plain-notebook markdown ---------------------------------------------------
+
+def test_book_index_numbers_like_the_book() -> None:
+    index = myst.BookIndex.from_book(ROOT)
+    assert index.chapter_numbers["getting_started"] == 1
+    assert index.chapter_numbers["benchmarks"] == 10
+    assert index.equations["eq-sgd"] == "(1.1)"
+    assert index.numbered["def-rule"] == "Definition 1.1"
+    assert index.exercises["getting_started_ex2"] == "Exercise 1.2"
+    assert index.numbered["tab-fg-variance"] == "Table 7.1"
+    assert index.refs["getting-started"] == "Getting started"
+    assert index.cite("lillicrap2016random", "t") == "(Lillicrap et al., 2016)"
+    assert index.cite("nokland2016direct", "t") == "(Nøkland, 2016)"
+    assert index.bibliography["baydin2022gradients"]["author"].startswith("Baydin, Atılım Güneş")
+
+
+def test_glue_text_formats_as_myst_nb() -> None:
+    glued = {"acc": "91.66", "word": "'a string'", "n": "12"}
+    assert myst.glue_text(glued, "acc", "x") == "91.66"
+    assert myst.glue_text(glued, "acc:.1f", "x") == "91.7"
+    assert myst.glue_text(glued, "word", "x") == "a string"
+    assert myst.glue_text(glued, "n:d", "x") == "12"
+    with pytest.raises(myst.MystError, match="no glued value 'missing'"):
+        myst.glue_text(glued, "missing", "x")
+
+
+def test_converter_renders_directives_and_roles() -> None:
+    index = myst.BookIndex.from_book(ROOT)
+    conv = myst.Converter(index, "getting_started", ROOT, {"v": "3.25"})
+    text = ("(sec-x)=\n## A section\n\nBy {eq}`eq-sgd` and {prf:ref}`def-rule`, value "
+            "{glue:text}`v:.1f`, see {ref}`getting-started` {cite}`lillicrap2016random`; "
+            "`{eq}` in code stays.\n\n```{math}\n:label: eq-sgd\na \\\\ b\n```\n\n"
+            "````{exercise-start}\n:label: getting_started_ex2\n````\n\n"
+            "```{literalinclude} ../fa_tutor/rules/backprop.py\n"
+            ":pyobject: Backprop._compute_grads\n```")
+    out = conv.markdown(text)
+    assert "By (1.1) and Definition 1.1, value 3.2, see Getting started (Lillicrap et al., " \
+           "2016)" in out
+    assert "`{eq}` in code stays" in out
+    assert "$$\n\\begin{split}a \\\\ b\\end{split}\n\\tag{1.1}\n$$" in out
+    assert "#### Exercise 1.2" in out
+    assert "```python\ndef _compute_grads(self" in out
+    assert conv.cited == ["lillicrap2016random"]
+    with pytest.raises(myst.MystError, match="unknown directive \\{mystery\\}"):
+        conv.markdown("```{mystery}\nx\n```")
+    with pytest.raises(myst.MystError, match="names no label"):
+        conv.markdown("{eq}`no-such-label`")
+
+
+@pytest.mark.parametrize("key", [False, True], ids=["student", "key"])
+def test_export_leaves_no_myst_and_runs_without_myst_nb(tmp_path: Path, key: bool) -> None:
+    exported = export.export_notebooks(tmp_path, with_solutions=key, values=_fake_values())
+    assert [e.chapter for e in exported] == [p.stem for p in CHAPTERS]
+    for e in exported:
+        nb = nbformat.read(e.path, as_version=4)
+        assert nb.metadata["fa_tutor"] == {"chapter": e.chapter, "student": not key,
+                                           "values": "given"}
+        assert "jupytext" not in nb.metadata
+        for cell in nb.cells:
+            if cell.cell_type == "markdown":
+                for what, pattern in LEFTOVER.items():
+                    found = pattern.search(cell.source)
+                    assert not found, f"{e.chapter}: {what} left: {cell.source[found.start():][:80]!r}"
+            else:
+                assert "myst_nb" not in cell.source, e.chapter
+        header = nb.cells[0].source
+        assert "exported for coursework" in header and "earlier run" in header
+        assert "\\def\\R{\\mathbb{R}}" in header  # the book's macros, for MathJax
         tags = [t for c in nb.cells for t in c.get("metadata", {}).get("tags", [])]
-        assert "solution" not in tags and "parameters" in tags
-        assert not any("{solution" in c.source for c in nb.cells if c.cell_type == "markdown")
-        original = jupytext.read(path.with_suffix(".md")) if path.with_suffix(".md").exists() else None
-        assert original is None  # students get .ipynb only
+        assert "parameters" in tags
+        assert ("solution" in tags) == (key and bool(chapter_checks(e.chapter)))
+        assert ("exercise" in tags) == (not key and bool(chapter_checks(e.chapter)))
+    text = {e.chapter: "\n".join(c.source for c in _cells(e.path)) for e in exported}
+    gs = text["getting_started"]
+    assert "\\tag{1.1}" in gs and "using (1.1)." in gs and "Definition 1.1 makes this precise" in gs
+    assert "After 0.5 % test accuracy in 0.5 seconds" in gs
+    assert "#### Exercise 1.2" in gs and "def _compute_grads(self, x: Tensor" in gs
+    assert ("#### Solution to Exercise 1.1" in gs) == key
+    wt = text["weight_transport"]
+    assert "## References" in wt and "Lillicrap, Timothy P." in wt
+    assert "(Lillicrap et al., 2016)" in wt
+
+
+def test_export_drops_gated_solution_prose_and_keeps_the_exercises(tmp_path: Path) -> None:
+    """The text of a gated solution spans cells; none of it may reach the student."""
+    written = {e.chapter: e.path for e in export.export_notebooks(tmp_path, values=_fake_values())}
+    checked = 0
+    for path in CHAPTERS:
+        source = path.read_text()
+        student = "\n".join(c.source for c in _cells(written[path.stem]))
+        for line in _solution_lines(source):
+            assert line not in student, f"{path.stem}: solution text leaked: {line[:60]!r}"
+            checked += 1
+        labels = re.findall(r":label: (\w+_ex\d+)", source)
+        assert student.count("#### Exercise ") == len(labels), path.stem
+    assert checked > 50  # the chapters do have gated solution prose and code
 
 
 def _solution_lines(source: str) -> list[str]:
@@ -49,23 +188,8 @@ def _solution_lines(source: str) -> list[str]:
     return [line for line in lines if line not in outside]  # not e.g. a stub's def line
 
 
-def test_export_drops_gated_solution_prose_and_keeps_the_exercises(tmp_path: Path) -> None:
-    """The text of a gated solution spans cells; none of it may reach the student."""
-    written = {p.stem: p for p in export.export(tmp_path)}
-    checked = 0
-    for path in CHAPTERS:
-        source = path.read_text()
-        student = "\n".join(c.source for c in nbformat.read(written[path.stem], as_version=4).cells)
-        for line in _solution_lines(source):
-            assert line not in student, f"{path.stem}: solution text leaked: {line[:60]!r}"
-            checked += 1
-        for label in __import__("re").findall(r":label: (\w+_ex\d+)", source):
-            assert f":label: {label}" in student  # the exercise itself stays
-    assert checked > 50  # the chapters do have gated solution prose and code
-
-
 def test_to_student_handles_one_cell_and_spanning_solutions() -> None:
-    md = lambda text: nbformat.v4.new_markdown_cell(text)
+    md = lambda text: nbformat.v4.new_markdown_cell(text)  # noqa: E731
     nb = nbformat.v4.new_notebook(cells=[
         md("Intro\n```{solution} ex1\nsecret one\n```\nafter one"),
         md("Before\n```{solution-start} ex2\n:class: dropdown\n```\nsecret two"),
@@ -86,55 +210,157 @@ def test_to_student_handles_one_cell_and_spanning_solutions() -> None:
         export.to_student(unclosed)
 
 
-@pytest.mark.notebook
-def test_round_trip_on_getting_started(tmp_path: Path) -> None:
-    student = export.export(tmp_path)
-    nb_path = next(p for p in student if p.stem == "getting_started")
-    report = export.check(nb_path)
-    assert report == {"getting_started_ex2": "not done"}
-    # a student who writes the solution passes
-    nb = nbformat.read(nb_path, as_version=4)
-    for cell in nb.cells:
-        if "exercise" in cell.get("metadata", {}).get("tags", []):
-            cell.source = "def accuracy(logits, y):\n    return 100.0 * (logits.argmax(-1) == y).float().mean().item()\n"
-    nbformat.write(nb, nb_path)
-    assert export.check(nb_path) == {"getting_started_ex2": "passed"}
-    # a wrong answer is reported as failed, with the hint
-    for cell in nb.cells:
-        if "exercise" in cell.get("metadata", {}).get("tags", []):
-            cell.source = "def accuracy(logits, y):\n    return 50.0\n"
-    nbformat.write(nb, nb_path)
-    assert export.check(nb_path)["getting_started_ex2"].startswith("failed")
-
-
-@pytest.mark.notebook
-def test_check_reports_crashing_answers_and_cells_that_stop_the_run(tmp_path: Path) -> None:
-    """An answer that raises is 'failed' with its exception; a broken cell before a check
-    leaves that check 'not run' with the reason, and check() itself does not raise."""
+def test_key_puts_each_solution_in_place_of_its_stub() -> None:
     code = nbformat.v4.new_code_cell
-    parameters = code("quick = True")
-    parameters.metadata["tags"] = ["parameters"]
-    answer = code("def accuracy(logits, y):\n    return logits.no_such_method()")
-    nb = nbformat.v4.new_notebook(cells=[
-        parameters, code("import torch\nimport fa_tutor as ft"), answer,
-        code("ft.checks.getting_started_ex2(accuracy)")])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    path = tmp_path / "student.ipynb"
-    nbformat.write(nb, path)
-    status = export.check(path)["getting_started_ex2"]
-    assert status.startswith("failed: your code raised AttributeError"), status
-    answer.source = "def accuracy(logits, y):\n    return 1\nundefined_name"
-    nbformat.write(nb, path)
-    status = export.check(path)["getting_started_ex2"]
-    assert status.startswith("not run: an earlier cell failed (NameError"), status
-    nb.cells = nb.cells[:3]  # no check cells left: nothing to grade is an error, not "all passed"
-    nbformat.write(nb, path)
-    with pytest.raises(ValueError, match="an earlier cell failed .*NameError.*no checks"):
-        export.check(path)
+    stub, other_stub, solution = (code("def f(x):\n    raise NotImplementedError"),
+                                  code("def g(x):\n    raise NotImplementedError"),
+                                  code("def f(x):\n    return x"))
+    stub.metadata["tags"] = other_stub.metadata["tags"] = ["exercise"]
+    solution.metadata["tags"] = ["solution"]
+    nb = export.to_key(nbformat.v4.new_notebook(cells=[stub, other_stub, solution]))
+    assert [c.source for c in nb.cells] == [other_stub.source, solution.source]
 
 
-def test_cli_export(tmp_path: Path) -> None:
+def test_export_refuses_to_overwrite_without_force(tmp_path: Path, capsys) -> None:
     from fa_tutor.cli import main
 
-    assert main(["coursework", "export", str(tmp_path / "student")]) == 0
-    assert (tmp_path / "student" / "getting_started.ipynb").exists()
+    values = _fake_values()
+    export.export_notebooks(tmp_path, values=values, chapters=["getting_started"])
+    target = tmp_path / "getting_started.ipynb"
+    target.write_text(target.read_text().replace("Getting started", "Edited by me"))
+    with pytest.raises(ValueError, match="--force"):
+        export.export_notebooks(tmp_path, values=values, chapters=["getting_started"])
+    assert "Edited by me" in target.read_text()
+    assert main(["coursework", "export", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--force" in err and err.count("\n") == 1
+    export.export_notebooks(tmp_path, values=values, chapters=["getting_started"], force=True)
+    assert "Edited by me" not in target.read_text()
+    with pytest.raises(ValueError, match="unknown chapter.*getting_started"):
+        export.export_notebooks(tmp_path, values=values, chapters=["nope"])
+
+
+# --- grading that cannot be fooled; the gradebook --------------------------------------
+
+RIGHT = "def accuracy(logits, y):\n    return 100.0 * (logits.argmax(-1) == y).float().mean().item()"
+STUB = ("def accuracy(logits, y):\n    raise NotImplementedError('Exercise getting_started_ex2: "
+        "compare the arg-max with y')")
+CHECK = "ft.checks.getting_started_ex2(accuracy)"
+
+
+def _submission(path: Path, *cells: str) -> Path:
+    """A getting_started notebook (export metadata) with a parameters cell and ``cells``."""
+    code = nbformat.v4.new_code_cell
+    parameters = code("quick = False")
+    parameters.metadata["tags"] = ["parameters"]
+    nb = nbformat.v4.new_notebook(cells=[parameters, code("import torch\nimport fa_tutor as ft"),
+                                         *(code(c) for c in cells)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nb.metadata["fa_tutor"] = {"chapter": "getting_started", "student": True}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.mark.notebook
+def test_gradebook_grades_a_class_and_cannot_be_fooled(tmp_path: Path, capfd) -> None:
+    from fa_tutor.cli import main
+
+    class_dir = tmp_path / "week1"
+    _submission(class_dir / "alice.ipynb", RIGHT, CHECK)
+    _submission(class_dir / "bob.ipynb", STUB, "# " + CHECK)  # check commented out
+    _submission(class_dir / "carol" / "getting_started.ipynb",  # check deleted, forged, patched
+                "def accuracy(logits, y):\n    return 50.0",
+                "print('CHECK getting_started_ex2: passed')",
+                "ft.checks.getting_started_ex2 = lambda f: 'passed'\n"
+                "from fa_tutor.coursework import registry\n"
+                "registry.CHECKS['getting_started_ex2'] = lambda f: 'passed'")
+    _submission(class_dir / "dave.ipynb", "def acc(logits, y):\n    return 0.0")  # renamed
+    _submission(class_dir / "erin.ipynb", RIGHT, "undefined_name", CHECK)
+    book = grading.check(class_dir, jobs=2)
+    assert isinstance(book, grading.Gradebook)
+    rows = book.rows()
+    assert rows["alice"] == {"getting_started_ex2": "passed"}
+    assert rows["bob"] == {"getting_started_ex2": "not done"}
+    assert rows["carol"]["getting_started_ex2"].startswith("failed: accuracy on 10 examples")
+    assert rows["dave"] == {"getting_started_ex2": "missing"}
+    assert rows["erin"] == {"getting_started_ex2": "passed"}
+    erin = next(g for g in book.grades if g.student == "erin")
+    assert erin.notes == ["cell 4 raised NameError: name 'undefined_name' is not defined"]
+    assert not book.all_passed
+    # the gradebook and graded copies go beside the class folder, never into it
+    out = tmp_path / "week1-graded"
+    assert book.csv_path == out / "gradebook.csv" and book.summary_path == out / "summary.md"
+    assert sorted(p.name for p in class_dir.rglob("*")) == [
+        "alice.ipynb", "bob.ipynb", "carol", "dave.ipynb", "erin.ipynb", "getting_started.ipynb"]
+    assert (out / "graded" / "carol" / "getting_started.ipynb").is_file()
+    table = {r["student"]: r for r in csv.DictReader(book.csv_path.open())}
+    assert table["alice"]["score_percent"] == "100.0" and table["bob"]["score_percent"] == "0.0"
+    assert table["erin"]["notes"].startswith("erin.ipynb: cell 4 raised NameError")
+    summary = book.summary_path.read_text()
+    assert "| alice | 1/1 | 100.0 % | — |" in summary
+    assert "| getting_started_ex2 | 2 | 1 | 1 | 1 | 0 |" in summary
+    assert "TCP" not in capfd.readouterr().err  # no kernel transport warning
+    # the command line: exit 1 for the class (not all passed), 0 for alice alone
+    assert main(["coursework", "check", str(class_dir), "--out", str(tmp_path / "o"),
+                 "--jobs", "2"]) == 1
+    assert (tmp_path / "o" / "gradebook.csv").is_file()
+    assert main(["coursework", "check", str(class_dir / "alice.ipynb")]) == 0
+    captured = capfd.readouterr()
+    assert '"getting_started_ex2": "passed"' in captured.out and "TCP" not in captured.err
+
+
+def test_check_refuses_bad_targets_in_one_line(tmp_path: Path, capsys) -> None:
+    from fa_tutor.cli import main
+
+    stray = _submission(tmp_path / "class" / "homework.ipynb", RIGHT)
+    nb = nbformat.read(stray, as_version=4)
+    nb.metadata.pop("fa_tutor")
+    nbformat.write(nb, stray)
+    cases = [
+        ([str(tmp_path / "missing.ipynb")], "no notebook"),
+        ([str(tmp_path / "nowhere") + "/"], "no notebook"),
+        ([str(stray)], "chapter 'homework' has no automatic checks"),
+        ([str(tmp_path / "class"), "--out", str(tmp_path / "class" / "graded")],
+         "inside the submission folder"),
+        ([str(tmp_path / "class"), "--jobs", "0"], "--jobs must be at least 1"),
+    ]
+    for args, message in cases:
+        assert main(["coursework", "check", *args]) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    (tmp_path / "empty").mkdir()
+    assert main(["coursework", "check", str(tmp_path / "empty")]) == 2
+    assert "no notebooks" in capsys.readouterr().err
+
+
+# --- every chapter, round trip ----------------------------------------------------------
+
+@pytest.mark.notebook
+def test_round_trip_of_every_chapter(tmp_path: Path, monkeypatch) -> None:
+    """The key (run at export, quick) passes every check of its chapter; the student
+    notebooks, graded as a class, report every check "not done" and no other error.
+    myst_nb cannot be imported in these kernels: the notebooks need only fa_tutor."""
+    blocker = tmp_path / "no_myst_nb" / "myst_nb"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('myst_nb is not installed here')\n")
+    monkeypatch.setenv("PYTHONPATH", str(blocker.parent))
+    keys = export.export_notebooks(tmp_path / "key", with_solutions=True, values="run", jobs=2)
+    for e in keys:
+        expected = {s.label: "passed" for s in chapter_checks(e.chapter)}
+        assert e.key_statuses == expected, e.chapter
+        assert e.values_from == "quick run" and e.glued, e.chapter
+        assert "with `quick = True`" in _cells(e.path)[0].source
+    glued = {e.chapter: e.glued for e in keys}
+    students = export.export_notebooks(tmp_path / "class" / "student", values=glued)
+    book = grading.check(tmp_path / "class", jobs=2)
+    assert book.labels == [s for p in CHAPTERS for s in
+                           (c.label for c in chapter_checks(p.stem))]
+    assert book.rows() == {"student": {label: "not done" for label in book.labels}}
+    assert book.errors == [f"{e.path}: chapter 'benchmarks' has no automatic checks (the "
+                           "chapter is read from the notebook's fa_tutor metadata, else its "
+                           "file name); chapters with checks: " + ", ".join(
+                               sorted({s.chapter for s in SPECS.values()}))
+                           for e in students if e.chapter == "benchmarks"]
+    assert [n for g in book.grades for n in g.notes] == []

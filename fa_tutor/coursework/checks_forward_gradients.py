@@ -28,7 +28,7 @@ def forward_gradients_ex2(fg_w: Callable) -> str:
             model = MLP(6, hidden, 3, activation="tanh").double()
             x = torch.randn(9, 6, dtype=torch.float64)
             y = torch.randint(0, 3, (9,))
-        rule = make_rule("fg_w", model, seed=seed)
+        rule = make_rule("fg_w", model, seed=seed, exact_readout=False)  # v on every parameter
         gen = torch.Generator().set_state(rule.generator.get_state())  # the rule's stream
         rule.step(x, y)
         names, params = zip(*model.named_parameters())

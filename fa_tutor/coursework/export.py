@@ -1,11 +1,23 @@
-"""Student notebooks: solutions removed, exercise stubs and automatic checks kept; and grading runs."""
+"""Coursework notebooks: each chapter exported as a plain ``.ipynb`` for students (solutions
+removed, exercise stubs and checks kept) or as the instructor's key (solutions in place).
+
+The MyST syntax is turned into markdown any notebook viewer renders (:mod:`.myst`), the
+numbers the text quotes are filled in (from the book build, or from a quick run of the
+chapter at export), and glue calls go to :mod:`.glue`, so the notebooks run with only
+``fa_tutor[coursework]`` installed.  Grading is in :mod:`.grading`.
+"""
 from __future__ import annotations
 
+import copy
+import logging
+import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 
+log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
 _DIRECTIVE = r"^(?P<fence>`{{3,}}|:{{3,}})\{{{name}\}}[^\n]*\n.*?^(?P=fence)[ \t]*(?:\n|\Z)"
 SOLUTION = re.compile(_DIRECTIVE.format(name="solution"), re.S | re.M)  # one block
@@ -21,6 +33,13 @@ def chapter_paths(root: Path = REPO) -> list[Path]:
     files = [c["file"] for part in toc.get("parts", []) for c in part.get("chapters", [])]
     paths = [root / f"{f}.md" for f in files if (root / f"{f}.md").exists()]
     return [p for p in paths if _is_notebook(p)]
+
+
+def chapter_names(root: Path = REPO) -> list[str]:
+    """The executable chapters' names (file stems), in book order."""
+    if not (root / "_toc.yml").is_file():
+        raise FileNotFoundError(f"no _toc.yml in {root}: the chapters need the repository checkout")
+    return [p.stem for p in chapter_paths(root)]
 
 
 def _is_notebook(path: Path) -> bool:
@@ -71,71 +90,209 @@ def to_student(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return nb
 
 
-def export(directory: str | Path, root: Path = REPO) -> list[Path]:
-    """Write a student ``.ipynb`` for every chapter into ``directory``; return the paths."""
+def to_key(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The instructor's key: every solution kept, and each exercise stub whose function a
+    solution cell defines dropped, so the solution stands in its place."""
+    solved = set()
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "solution" in cell.get("metadata", {}).get("tags", []):
+            solved |= _defined(cell.source)
+    nb.cells = [c for c in nb.cells if not (
+        c.cell_type == "code" and "exercise" in c.get("metadata", {}).get("tags", [])
+        and _defined(c.source) and _defined(c.source) <= solved)]
+    nb.metadata.setdefault("fa_tutor", {})["student"] = False
+    return nb
+
+
+def _defined(source: str) -> set[str]:
+    """Names of the functions a code cell defines at top level."""
+    return set(re.findall(r"^def (\w+)\s*\(", source, re.M))
+
+
+def built_values(path: Path, root: Path = REPO) -> dict[str, str] | None:
+    """The values a chapter glued in the last book build (``_build/jupyter_execute``), or
+    ``None`` when there is no build or it ran other code than the chapter has now."""
+    built = root / "_build" / "jupyter_execute" / path.relative_to(root).with_suffix(".ipynb")
+    if not built.is_file():
+        return None
     import jupytext
 
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in chapter_paths(root):
-        try:
-            nb = to_student(jupytext.read(path))
-        except ValueError as err:
-            raise ValueError(f"{path.name}: {err}") from None
-        target = out / f"{path.stem}.ipynb"
-        nbformat.write(nb, target)
-        written.append(target)
-    return written
+    ran = nbformat.read(built, as_version=4)
+    code = lambda nb: [c.source.strip() for c in nb.cells if c.cell_type == "code"]  # noqa: E731
+    if code(ran) != code(jupytext.read(path)):
+        log.info("%s: the book build is older than the chapter; not using its values", path.name)
+        return None
+    values = {}
+    for cell in ran.cells:
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            meta = out.get("metadata", {}).get("scrapbook")
+            if meta:
+                data = out.get("data", {})
+                values[meta["name"]] = data.get(meta.get("mime_prefix", "") + "text/plain", "")
+    return values
 
 
-def check(notebook: str | Path, *, quick: bool = True, timeout: int = 900) -> dict[str, str]:
-    """Run a (completed) student notebook with papermill; report each exercise check.
+@dataclass
+class Exported:
+    """One exported notebook: where it went, which chapter, where its quoted values came
+    from (``"build"``, ``"quick run"`` or ``"given"``) and, for a key whose chapter was run,
+    the grader's statuses of that run."""
+    path: Path
+    chapter: str
+    values_from: str
+    glued: dict[str, str]
+    key_statuses: dict[str, str] | None = None
 
-    Returns ``{label: status}`` for every ``ft.checks.<label>(...)`` cell found in the
-    notebook; status is ``"passed"``, ``"not done"`` (the stub still raises),
-    ``"failed: <message>"`` (a wrong answer, or one that raises) or ``"not run: <why>"``
-    (an earlier cell failed and stopped the run).  A notebook that fails and has no
-    check cells raises ``ValueError`` (nothing could be graded).
+
+def export(directory: str | Path, *, with_solutions: bool = False, force: bool = False,
+           root: Path = REPO) -> list[Path]:
+    """Write a notebook per chapter into ``directory`` (student version, or the key with
+    ``with_solutions``); refuses to overwrite existing notebooks unless ``force``."""
+    return [e.path for e in export_notebooks(directory, with_solutions=with_solutions,
+                                             force=force, root=root)]
+
+
+def export_notebooks(directory: str | Path, *, with_solutions: bool = False,
+                     force: bool = False, values: str | dict[str, dict[str, str]] = "auto",
+                     root: Path = REPO, jobs: int | None = None, timeout: int = 900,
+                     chapters: list[str] | None = None) -> list[Exported]:
+    """Export every chapter as a notebook that plain Jupyter renders and runs.
+
+    ``values`` says where the numbers the text quotes (``{glue:text}``) come from:
+    ``"auto"``, the book build when it is up to date with the chapter, else a run of the
+    chapter with ``quick = True`` at export; ``"build"`` or ``"run"`` forces one of them;
+    a dict ``{chapter: {name: text}}`` gives them (e.g. the ``glued`` of an earlier export).
+    A run executes the exported key notebook itself with the grader, so it also tells
+    whether every check of the key passes (``Exported.key_statuses``).  ``chapters``
+    limits the export to those chapters (default: all).
     """
-    import papermill as pm
+    from concurrent.futures import ThreadPoolExecutor
 
-    path = Path(notebook)
-    nb = nbformat.read(path, as_version=4)
-    labels = {}
-    for i, cell in enumerate(nb.cells):
-        m = re.search(r"ft\.checks\.(\w+)\(", cell.source) if cell.cell_type == "code" else None
-        if m:
-            labels[i] = m.group(1)
-            cell.source = _guarded(cell.source, m.group(1))
-    tmp = path.with_name(path.stem + ".graded.ipynb")
-    unrun = "not run"
-    try:
-        pm.execute_notebook(nb, str(tmp), parameters={"quick": quick}, kernel_name="python3",
-                            cwd=str(path.parent), progress_bar=False, execution_timeout=timeout)
-    except pm.PapermillExecutionError as err:  # a cell outside the checks failed: stop there
-        unrun = (f"not run: an earlier cell failed ({err.ename}: "
-                 f"{(str(err.evalue).splitlines() or [''])[0]}; see {tmp.name})")
-        if not labels:
-            raise ValueError(f"{path.name}: {unrun[len('not run: '):]}; it has no checks to "
-                             "report") from err
-    ran = nbformat.read(tmp, as_version=4)
-    text = "".join(o.get("text", "") for c in ran.cells if c.cell_type == "code"
-                   for o in c.get("outputs", []) if o.get("name") == "stdout")
-    report = {}
-    for label in labels.values():  # papermill inserts a cell, so match by label, not by index
-        status = re.search(rf"CHECK {label}: (.*)", text)
-        report[label] = status.group(1).strip() if status else unrun
-    return report
+    import jupytext
+
+    from .myst import BookIndex, MystError
+
+    out = Path(directory)
+    paths = chapter_paths(root)
+    if chapters is not None:
+        unknown = sorted(set(chapters) - {p.stem for p in paths})
+        if unknown:
+            raise ValueError(f"unknown chapter(s) {', '.join(unknown)}; chapters: "
+                             f"{', '.join(p.stem for p in paths)}")
+        paths = [p for p in paths if p.stem in chapters]
+    targets = [out / f"{p.stem}.ipynb" for p in paths]
+    existing = [t for t in targets if t.exists()]
+    if existing and not force:
+        raise ValueError(f"{out} already has {len(existing)} of the notebooks (e.g. "
+                         f"{existing[0].name}); use --force to overwrite them, or choose "
+                         "another folder")
+    if isinstance(values, str) and values not in ("auto", "build", "run"):
+        raise ValueError(f"values={values!r}; choose auto, build, run or a dict of values")
+    index = BookIndex.from_book(root)
+
+    def one(path: Path) -> tuple[nbformat.NotebookNode, Exported]:
+        chapter = path.stem
+        try:
+            source = jupytext.read(path)
+            key = _runnable(to_key(copy.deepcopy(source)), chapter)
+            nb = key if with_solutions else _runnable(to_student(source), chapter)
+            glued, origin, statuses = None, "given", None
+            if isinstance(values, dict):
+                glued = values.get(chapter, {})
+            elif values in ("auto", "build"):
+                glued, origin = built_values(path, root), "build"
+                if glued is None and values == "build":
+                    raise ValueError(f"no up-to-date book build of {chapter} (run make book)")
+            if glued is None:
+                glued, statuses, origin = *_run_for_values(key, path, timeout), "quick run"
+            rendered = render(nb, chapter, index, glued, origin, root, with_solutions)
+        except (ValueError, MystError) as err:
+            raise ValueError(f"{path.name}: {err}") from None
+        return rendered, Exported(out / f"{chapter}.ipynb", chapter, origin, glued,
+                                  statuses if with_solutions else None)
+
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(paths)))
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        done = list(pool.map(one, paths))
+    out.mkdir(parents=True, exist_ok=True)
+    for nb, exported in done:
+        nbformat.write(nb, exported.path)
+        if exported.key_statuses and any(s != "passed" for s in exported.key_statuses.values()):
+            log.error("%s: the key's checks do not all pass: %s", exported.chapter,
+                      exported.key_statuses)
+    return [e for _, e in done]
 
 
-def _guarded(source: str, label: str) -> str:
-    """Wrap a check cell so a stub (NotImplementedError), a wrong answer (AssertionError) or
-    an answer that crashes (any other exception) is reported, not fatal."""
-    body = "\n".join("    " + line for line in source.splitlines())
-    first = "(str(err).splitlines() or [''])[0]"
-    return (f"try:\n{body}\n    print('CHECK {label}: passed')\n"
-            f"except NotImplementedError:\n    print('CHECK {label}: not done')\n"
-            f"except AssertionError as err:\n    print('CHECK {label}: failed:', {first})\n"
-            f"except Exception as err:\n"
-            f"    print('CHECK {label}: failed: your code raised', type(err).__name__ + ':', {first})\n")
+def _runnable(nb: nbformat.NotebookNode, chapter: str) -> nbformat.NotebookNode:
+    """Code that runs with only ``fa_tutor[coursework]``: myst-nb's glue → fa_tutor's."""
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        cell.source = re.sub(r"^(\s*)from myst_nb import glue\b.*$",
+                             r"\1from fa_tutor.coursework.glue import glue  # stores the "
+                             r"values the text quotes", cell.source, flags=re.M)
+        if "myst_nb" in cell.source:
+            raise ValueError("a code cell uses myst_nb beyond 'from myst_nb import glue'")
+    nb.metadata.setdefault("fa_tutor", {})["chapter"] = chapter
+    return nb
+
+
+def _run_for_values(key: nbformat.NotebookNode, path: Path, timeout: int
+                    ) -> tuple[dict[str, str], dict[str, str] | None]:
+    """Run the key with ``quick = True`` and the grader: its glued values and statuses."""
+    from .grading import execute
+    from .registry import chapter_checks
+
+    log.info("%s: running the chapter (quick) for the values its text quotes", path.name)
+    expected = {s.label: s.function for s in chapter_checks(path.stem)}
+    run = execute(key, cwd=path.parent, quick=True, timeout=timeout, expected=expected)
+    if run.statuses is None:
+        raise ValueError(f"the quick run failed: {'; '.join(run.notes)}")
+    if run.notes:
+        raise ValueError(f"the quick run of the chapter raised: {'; '.join(run.notes)}")
+    return run.glued, run.statuses
+
+
+def render(nb: nbformat.NotebookNode, chapter: str, index, glued: dict[str, str],
+           origin: str, root: Path, key: bool) -> nbformat.NotebookNode:
+    """Markdown cells in plain-Jupyter markdown (see :mod:`.myst`), a header cell saying
+    what this notebook is, and a references cell for the chapter's citations."""
+    from .myst import Converter
+
+    nb = copy.deepcopy(nb)
+    conv = Converter(index, chapter, root, glued)
+    cells = []
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = conv.markdown(cell.source)
+            if not cell.source.strip():
+                continue
+        cells.append(cell)
+    number = index.chapter_numbers.get(chapter)
+    title = index.titles.get(chapter, chapter)
+    where = {
+        "build": "come from the book's build, which ran the chapter with its default settings",
+        "quick run": "were computed when this notebook was exported, by running the chapter "
+                     "with `quick = True` (shorter runs than the book's, so they differ from "
+                     "the book's own numbers)",
+        "given": "were computed by an earlier run of the chapter",
+    }[origin]
+    version = ("the instructor's key: every solution is in place and every check passes"
+               if key else "exercise solutions removed; write yours where a cell raises "
+               "`NotImplementedError`, then run the check below it")
+    header = (f"*Chapter {number}* of the book *Learning without weight transport* "
+              f"(`fa_tutor`), exported for coursework: {version}.\n"
+              f"The numbers quoted in the text {where}; running the notebook gives your own.\n"
+              "It needs `fa_tutor` with its coursework extra in the kernel's environment "
+              "(`pip install 'PATH[coursework]'`, PATH the fa_tutor checkout or wheel your "
+              "instructor gives you).")
+    if number is None:
+        header = header.replace(f"*Chapter {number}*", f"*{title}*")
+    macros = index.macro_definitions()
+    cells.insert(0, nbformat.v4.new_markdown_cell(header + (f"\n\n{macros}" if macros else "")))
+    if conv.cited:
+        cells.append(nbformat.v4.new_markdown_cell(index.references(conv.cited)))
+    nb.cells = cells
+    nb.metadata.pop("jupytext", None)
+    nb.metadata.setdefault("fa_tutor", {}).update(chapter=chapter, values=origin)
+    return nb
