@@ -32,12 +32,17 @@ def learning_curves(history: pd.DataFrame, metrics: tuple[str, ...] = ("train_lo
     return fig
 
 
-def explore(fn: Callable[..., Any], **controls: Any) -> Any:
+def explore(fn: Callable[..., Any], **controls: Any) -> None:
     """Show ``fn`` at its default values as a static figure, then a widget to re-run it.
 
     ``controls`` are ipywidgets (or ``interact`` abbreviations) keyed by ``fn``'s
     argument names.  The default output is drawn immediately, so the published
     page is complete without a kernel; the widget re-runs ``fn`` on "Run".
+
+    The widget is displayed here and not returned: a cell ending in
+    ``explore(...)`` would otherwise show it a second time as the cell's value.
+    A chapter that needs a control to react to another (disable it, change its
+    options) creates the control itself and observes it before passing it in.
     """
     import ipywidgets as widgets
     from IPython.display import display
@@ -48,4 +53,3 @@ def explore(fn: Callable[..., Any], **controls: Any) -> Any:
     ui = widgets.interactive(lambda **kw: (fn(**kw), plt.show()), {"manual": True,
                              "manual_name": "Run"}, **controls)
     display(ui)
-    return ui
