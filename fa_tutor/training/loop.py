@@ -64,10 +64,12 @@ class StopRequest:
         signal.signal(signal.SIGINT, self._previous)
         log.warning("interrupt: saving a checkpoint after this step (Ctrl-C again to stop now)")
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
+        if self.requested and exc_type is None:  # the run just ended: the caller still stops
+            raise KeyboardInterrupt
 
 
 def checkpoint_interval(seconds: float | None) -> float:
@@ -238,7 +240,7 @@ def train(cfg: RunConfig, *, data: Dataset | None = None, model: nn.Module | Non
                               or stop.requested):
                 save(done)
                 last_save = time.perf_counter()
-                if stop.requested and done < cfg.epochs:
+                if stop.requested:  # (at the last epoch, a rerun just reads the result)
                     raise TrainingInterrupted(ckpt_path, done, 0)
     history = pd.DataFrame(rows)
     final = dict(best if best is not None else (rows[-1] if rows else {}))
