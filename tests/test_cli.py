@@ -5,6 +5,7 @@ Tiny work only: the ``digits`` data set, one epoch, empty caches.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -275,3 +276,31 @@ def test_help_answers_without_importing_torch(tmp_path) -> None:
     seconds, torch_loaded = proc.stderr.split()
     assert torch_loaded == "False" and float(seconds) < 1.0
     assert "{rules,train,bench,data,coursework}" in proc.stdout
+
+
+def test_readme_command_line_and_help_agree() -> None:
+    """Each README command is a real subcommand whose --help has every flag it shows, and
+    every subcommand is in the README."""
+    import re
+
+    from fa_tutor.cli import _leaves, build_parser
+
+    block = (REPO / "README.md").read_text().split("## Command line\n\n```\n")[1].split("```")[0]
+    parser = build_parser()
+    shown = set()
+    for line in block.splitlines():
+        words = line.split("#")[0].split()
+        assert words[:3] == ["python", "-m", "fa_tutor"], line
+        for alternative in " ".join(words[3:]).split(" | "):
+            node, path = parser, []
+            for word in alternative.split():
+                subs = [a for a in node._actions if isinstance(a, argparse._SubParsersAction)]
+                if not subs or word not in subs[0].choices:
+                    break
+                node, path = subs[0].choices[word], [*path, word]
+            shown.add(tuple(path))
+            options = {o for a in node._actions for o in a.option_strings}
+            for flag in re.findall(r"--[a-z][\w-]*", alternative):
+                assert flag in options, (line, flag)
+    leaves = {path for path, _ in _leaves(parser)}
+    assert leaves <= shown, leaves - shown
