@@ -277,11 +277,11 @@ def render(nb: nbformat.NotebookNode, chapter: str, index, glued: dict[str, str]
                      "the book's own numbers)",
         "given": "were computed by an earlier run of the chapter",
     }[origin]
-    version = ("the instructor's key: every solution is in place and every check passes"
-               if key else "exercise solutions removed; write yours where a cell raises "
-               "`NotImplementedError`, then run the check below it")
+    version = ("as the instructor's key (every solution in place, every check passes)"
+               if key else "for students (the solutions removed: write yours where a cell "
+               "raises `NotImplementedError`, then run the check below it)")
     header = (f"*Chapter {number}* of the book *Learning without weight transport* "
-              f"(`fa_tutor`), exported for coursework: {version}.\n"
+              f"(`fa_tutor`), exported {version}.\n"
               f"The numbers quoted in the text {where}; running the notebook gives your own.\n"
               "It needs `fa_tutor` with its coursework extra in the kernel's environment "
               "(`pip install 'PATH[coursework]'`, PATH the fa_tutor checkout or wheel your "
