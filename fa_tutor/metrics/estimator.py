@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vmap
+from tqdm.auto import tqdm
 
 from ..rules.base import Rule, make_rule, rule_spec
 
@@ -23,7 +24,7 @@ from ..rules.base import Rule, make_rule, rule_spec
 def estimator_stats(model: nn.Module, rule: str | Rule, x: Tensor, y: Tensor,
                     n_samples: int = 100, *, reference: str | None = None, loss_fn=None,
                     seed: int = 0, resample: str = "step", feedback_lr: float | None = None,
-                    **options: Any) -> pd.DataFrame:
+                    progress: bool = False, **options: Any) -> pd.DataFrame:
     r"""Statistics of ``n_samples`` updates of ``rule`` on one batch, per parameter and in total.
 
     With ĝ_s the s-th update (``rule.step`` writes it into ``.grad``), ḡ their mean
@@ -50,7 +51,8 @@ def estimator_stats(model: nn.Module, rule: str | Rule, x: Tensor, y: Tensor,
     :math:`B \leftarrow B - \lambda\,\nabla_B` (for FDFA the EMA
     :math:`B \leftarrow (1-\lambda)B + \lambda\hat J`), with the weights frozen;
     B is restored afterwards.  The model's weights, ``.grad`` and buffers are left
-    unchanged.
+    unchanged.  ``progress=True`` shows a tqdm bar over the samples once they have
+    taken 2 s (and removes it at the end), for interactive use.
     """
     if resample not in ("step", "rule"):
         raise ValueError(f"resample={resample!r}; choose 'step' or 'rule'")
@@ -77,7 +79,8 @@ def estimator_stats(model: nn.Module, rule: str | Rule, x: Tensor, y: Tensor,
         current = build(0)
         feedback: list[Tensor] = []
         saved: list[Tensor] = []
-        for s in range(n_samples):
+        for s in tqdm(range(n_samples), desc=f"{name} samples", disable=not progress, delay=2,
+                      leave=False):
             if resample == "rule" and s > 0:
                 current = build(s)
             current.step(x, y)
