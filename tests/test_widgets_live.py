@@ -13,7 +13,8 @@ displayed, the test moves the controls and presses **Run**:
 
 It fails on an error in a widget's output (an ``error`` message or a traceback
 on stderr, as ``interactive`` shows an exception), on a widget displayed more
-than once, and on an update slower than ``UPDATE_LIMIT_S``.  Marked
+than once or without its default figure above it (what the built book shows
+without a kernel), and on an update slower than ``UPDATE_LIMIT_S``.  Marked
 ``notebook`` like the papermill tests, so ``make quick-test`` skips it.
 """
 from __future__ import annotations
@@ -186,16 +187,24 @@ def test_widgets_live(path: Path) -> None:
     kernel = Kernel(path.parent)
     try:
         displayed: list[str] = []
+        figure_before: dict[str, bool] = {}  # view -> a figure precedes it in its cell
         for number, source in enumerate(code_cells(load(path)), 1):
             outputs, reply, _ = kernel.run(source)
             assert reply["status"] == "ok", (
                 f"{path.name}, code cell {number}: {reply.get('ename')}: {reply.get('evalue')}")
             displayed += views_in(outputs)
+            for k, view in enumerate(outputs):
+                for model_id in views_in([view]):
+                    figure_before[model_id] = any("image/png" in o.get("data", {})
+                                                  for o in outputs[:k])
         kernel.run(HELPERS, timeout=60)
         interactives = json.loads(kernel.value(f"_wl_json.dumps(_wl_interactives({displayed!r}))"))
         assert interactives, f"{path.name} displays no interactive widget"
         twice = sorted({i for i in interactives if displayed.count(i) > 1})
         assert not twice, f"{path.name}: an interactive is displayed more than once: {twice}"
+        # the built book shows the default figure, then the widget from its embedded state
+        bare = [i for i in interactives if not figure_before[i]]
+        assert not bare, f"{path.name}: no default figure above the widget {bare}"
 
         failures, timings = [], []
         for model_id in interactives:
