@@ -37,7 +37,8 @@ def explore(fn: Callable[..., Any], **controls: Any) -> None:
 
     ``controls`` are ipywidgets (or ``interact`` abbreviations) keyed by ``fn``'s
     argument names.  The default output is drawn immediately, so the published
-    page is complete without a kernel; the widget re-runs ``fn`` on "Run".
+    page is complete without a kernel; the widget re-runs ``fn`` on "Run"
+    (:func:`rerun`: a diverged run shows a message, not a traceback).
 
     The widget is displayed here and not returned: a cell ending in
     ``explore(...)`` would otherwise show it a second time as the cell's value.
@@ -50,6 +51,29 @@ def explore(fn: Callable[..., Any], **controls: Any) -> None:
     defaults = {k: (w.value if hasattr(w, "value") else w) for k, w in controls.items()}
     fn(**defaults)
     plt.show()
-    ui = widgets.interactive(lambda **kw: (fn(**kw), plt.show()), {"manual": True,
+    ui = widgets.interactive(lambda **kw: rerun(fn, kw), {"manual": True,
                              "manual_name": "Run"}, **controls)
     display(ui)
+
+
+def rerun(fn: Callable[..., Any], kwargs: dict[str, Any]) -> str | None:
+    """One press of an :func:`explore` widget's "Run": draw ``fn(**kwargs)``.
+
+    A run whose loss diverges (:class:`~fa_tutor.NonFiniteLossError`) is an
+    outcome of the chosen setting, not a fault: the widget shows a message that
+    says what to change instead of a traceback, and returns it.
+    """
+    from IPython.display import Markdown, display
+
+    from .rules import NonFiniteLossError
+
+    try:
+        fn(**kwargs)
+    except NonFiniteLossError as err:
+        plt.close("all")
+        message = (f"**The loss diverged at this setting** ({str(err).split('. ')[0]}). "
+                   "Lower the learning rate, or the last value you raised, and press Run again.")
+        display(Markdown(message))
+        return message
+    plt.show()
+    return None
