@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 
 import pandas as pd
@@ -22,7 +23,7 @@ from fa_tutor.data import DATASETS, DatasetNotAvailable
 from fa_tutor.training import build_data
 
 NAMES = ["conservation-noisy-mnist", "estimator-variance", "fdfa", "lenet-cifar100-subsets",
-         "lenet-fashion-mnist", "lenet-fashion-mnist-lr", "localmixer",
+         "lenet-fashion-mnist", "lenet-fashion-mnist-lr", "localmixer", "localmixer-groups",
          "noisy-mnist-memorisation", "resnet18-tinyimagenet-subsets", "step-cost"]
 PROVENANCE = {"commit", "fa_tutor", "torch", "cuda", "device", "started", "wall_s"}
 
@@ -322,10 +323,15 @@ def test_localmixer_fashion_cells_are_labelled_substituted_with_a_note() -> None
 
     cells = EXPERIMENTS["localmixer"].cells(False)
     scales = {(c.dataset, c.scale) for c in cells}
-    assert scales == {("fashion_mnist", "substituted"), ("mnist", "full"), ("cifar10", "full")}
-    fashion = next(c for c in cells if c.dataset == "fashion_mnist")
-    line = _line(fashion, fashion.rule, {}, "cpu", pd.Timestamp.now(tz="UTC").to_pydatetime(), 0.0)
-    assert line["scale"] == "substituted" and line["config"]["note"] == localmixer.SUBSTITUTE_NOTE
+    assert scales == {("fashion_mnist", "substituted"), ("mnist5k", "substituted"),
+                      ("mnist", "full"), ("cifar10", "full")}
+    for dataset in ("fashion_mnist", "mnist5k"):
+        cell = next(c for c in cells if c.dataset == dataset)
+        line = _line(cell, cell.rule, {}, "cpu", pd.Timestamp.now(tz="UTC").to_pydatetime(), 0.0)
+        assert line["scale"] == "substituted"
+        assert line["config"]["note"] == localmixer.SUBSTITUTE_NOTE[dataset]
+    mnist5k = {(c.setting["mixer"], c.rule, c.seed) for c in cells if c.dataset == "mnist5k"}
+    assert len(mnist5k) == 2 * 8 * 3  # S/1/1 and M/1/16, all 8 rules, 3 seeds
     assert {c.scale for c in EXPERIMENTS["localmixer"].cells(True)} == {"quick"}
 
 
@@ -341,3 +347,34 @@ def test_load_keeps_the_last_started_line_per_cell_rule_and_device() -> None:
     assert list(zip(kept.cell, kept.rule, kept.prov_device, kept.prov_started.str[:7])) == [
         ("a", "fa", "cpu", "2026-01"), ("a", "bp", "cpu", "2026-02"), ("b", "bp", "cpu", "2026-01"),
         ("a", "bp", "cuda", "2026-01")]
+
+
+def test_lenet_learning_rates_are_the_committed_selection() -> None:
+    """LEARNING_RATES holds, for each rule whose selection is complete, the rate that
+    select_learning_rates picks from the committed lenet-fashion-mnist-lr lines."""
+    from fa_tutor.bench.experiments import lenet_fashion_mnist as lenet
+
+    lines = [line for line in report.current_lines(lenet.SELECTION) if line["scale"] == "substituted"]
+    complete = {r for r in lenet.RULES
+                if {line["setting"]["lr"] for line in lines if line["rule"] == r} == set(lenet.LR_GRID)}
+    chosen = lenet.select_learning_rates([line for line in lines if line["rule"] in complete])
+    assert lenet.LEARNING_RATES == chosen
+    assert set(lenet.LEARNING_RATES) <= set(lenet.RULES)
+
+
+def test_lr_selection_skips_unstable_runs_and_scores_on_validation() -> None:
+    from fa_tutor.bench.experiments.lenet_fashion_mnist import select_learning_rates, stable
+
+    assert stable([1.2, 0.8, 0.7]) and not stable([1.2, 0.8, 205.7]) and not stable([1.0, None, math.nan])
+
+    def line(rule, lr, val, losses, **extra):
+        return {"rule": rule, "scale": "substituted", "setting": {"lr": lr},
+                "metrics": {"val_accuracy": val, "test_accuracy": 100 - val,
+                            "history": {"train_loss": losses}, **extra}}
+
+    lines = [line("fa", 1e-2, 91.0, [1.1, 0.7, 300.0]),  # best score but blew up
+             line("fa", 1e-3, 88.0, [1.2, 0.8, 0.6]),
+             line("fa", 1e-4, 80.0, [2.0, 1.5, 1.2]),
+             line("dkp", 1e-2, 95.0, [1.0], diverged_epoch=2.0),  # NaN later: never chosen
+             line("dkp", 1e-3, 85.0, [1.0, 0.9])]
+    assert select_learning_rates(lines) == {"dkp": 1e-3, "fa": 1e-3}

@@ -295,3 +295,24 @@ def test_lg_fg_a_lowers_the_training_loss_on_digits():
 def test_lg_rules_reject_unknown_options():
     with pytest.raises(ValueError, match="no options"):
         ft.make_rule("lg_bp", mixer(), temperature=2.0)
+
+
+@pytest.mark.parametrize("released", [False, True])
+def test_lg_fa_head_error_with_w_or_with_b(released: bool) -> None:
+    """lg_fa's head b learns from softmax(x̄ Wᵀ + c) − y; with released_heads=True (the
+    released code's LG-FA) from softmax(x̄ Bᵀ + c) − y, for its W update as well."""
+    torch.manual_seed(0)
+    model = ft.models.LocalMixer(1, 8, 5, num_blocks=1, num_patches=2, channels=8, groups=2)
+    x, y = torch.randn(6, 1, 8, 8), torch.randint(0, 5, (6,))
+    rule = ft.make_rule("lg_fa", model, seed=1, released_heads=released)
+    model.zero_grad()
+    rule.step(x, y)
+    with torch.no_grad():
+        xbar = model.blocks[0](model.patchify(x)).mean(1)  # what head 0 reads
+        head, B = model.heads[0], rule.feedback["heads.0.weight"]
+        logits = xbar @ (B if released else head.weight).T + head.bias
+        e = (logits.softmax(-1) - F.one_hot(y, 5)) / len(y)  # mean cross-entropy's error
+    torch.testing.assert_close(head.weight.grad, e.T @ xbar, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(head.bias.grad, e.sum(0), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="released_heads"):
+        ft.make_rule("lg_fa", model, released_heads="yes")

@@ -44,29 +44,37 @@ def tiny_mixer(blocks: int = 2, seed: int = 0) -> nn.Module:
 
 
 # -- oracles ---------------------------------------------------------------------------
-def test_fg_w_is_directional_derivative_times_v():
+@pytest.mark.parametrize("exact_readout", [True, False])
+def test_fg_w_is_directional_derivative_times_v(exact_readout):
     model, (x, y) = mlp(), batch()
-    got = rule_grads("fg_w", model, x, y, seed=3)
-    gen = torch.Generator().manual_seed(rule_generator_seed(3))
-    v = [torch.randn(p.shape, generator=gen, dtype=DT) for p in model.parameters()]
+    got = rule_grads("fg_w", model, x, y, seed=3, exact_readout=exact_readout)
     g = true_grads(model, x, y)
-    d = sum((gi * vi).sum() for gi, vi in zip(g, v))  # ∇L·v
+    body = len(g) - 2 if exact_readout else len(g)  # the last Linear's weight and bias: exact
+    gen = torch.Generator().manual_seed(rule_generator_seed(3))
+    v = [torch.randn(p.shape, generator=gen, dtype=DT) for p in list(model.parameters())[:body]]
+    d = sum((gi * vi).sum() for gi, vi in zip(g, v))  # ∇L·v over the perturbed parameters
     for a, vi in zip(got, v):
         torch.testing.assert_close(a, d * vi, rtol=1e-10, atol=1e-12)
+    for a, gi in zip(got[body:], g[body:]):
+        torch.testing.assert_close(a, gi, rtol=1e-10, atol=1e-12)
 
 
-def test_fg_w_independent_uses_one_direction_per_example():
+@pytest.mark.parametrize("exact_readout", [True, False])
+def test_fg_w_independent_uses_one_direction_per_example(exact_readout):
     model, (x, y) = mlp(), batch(N=5)
-    got = rule_grads("fg_w", model, x, y, seed=4, perturbation="independent")
+    got = rule_grads("fg_w", model, x, y, seed=4, perturbation="independent",
+                     exact_readout=exact_readout)
+    params = list(model.parameters())
+    body = len(params) - 2 if exact_readout else len(params)
     gen = torch.Generator().manual_seed(rule_generator_seed(4))
-    V = [torch.randn((5, *p.shape), generator=gen, dtype=DT) for p in model.parameters()]
-    expected = [torch.zeros_like(p) for p in model.parameters()]
+    V = [torch.randn((5, *p.shape), generator=gen, dtype=DT) for p in params[:body]]
+    expected = [torch.zeros_like(p) for p in params[:body]]
     for n in range(5):  # ∇(ℓ_n / N) · v_n, times v_n
-        gn = torch.autograd.grad(F.cross_entropy(model(x[n:n + 1]), y[n:n + 1]) / 5,
-                                 list(model.parameters()))
+        gn = torch.autograd.grad(F.cross_entropy(model(x[n:n + 1]), y[n:n + 1]) / 5, params)
         dn = sum((a * v[n]).sum() for a, v in zip(gn, V))
         for e, v in zip(expected, V):
             e += dn * v[n]
+    expected += true_grads(model, x, y)[body:]
     for a, e in zip(got, expected):
         torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
 
@@ -250,3 +258,50 @@ def test_cuda(name):
         d = sum((g * vi).sum() for g, vi in zip(true_grads(model, x, y), v))
         for p, vi in zip(model.parameters(), v):
             torch.testing.assert_close(p.grad, d * vi, rtol=1e-9, atol=1e-12)
+
+
+def test_fg_w_exact_readout_matches_lg_fg_w_on_one_block_one_group() -> None:
+    """Ren et al.'s FG-W perturbs the body only: on S/1/1 (one block, one group) it is
+    LG-FG-W's update, draw for draw, when the classifier reads like block 0's head."""
+    torch.manual_seed(0)
+    model = ft.models.LocalMixer(1, 8, 10, num_blocks=1, num_patches=1, channels=8, groups=1)
+    with torch.no_grad():
+        model.heads[0].weight.copy_(model.classifier.weight)
+        model.heads[0].bias.copy_(model.classifier.bias)
+    x, y = torch.randn(6, 1, 8, 8), torch.randint(0, 10, (6,))
+    grads = {}
+    for name in ["fg_w", "lg_fg_w", "bp"]:
+        rule = ft.make_rule(name, model, seed=3)
+        model.zero_grad()
+        rule.step(x, y)
+        grads[name] = {n: p.grad.clone() for n, p in model.named_parameters()}
+    for n in model.local_layers():
+        for part in ("weight", "bias"):
+            key = f"{n}.{part}"
+            assert grads["fg_w"][key].abs().max() > 0
+            torch.testing.assert_close(grads["fg_w"][key], grads["lg_fg_w"][key],
+                                       rtol=1e-5, atol=1e-5)
+    for key in ("classifier.weight", "classifier.bias"):  # the readout is exact
+        torch.testing.assert_close(grads["fg_w"][key], grads["bp"][key])
+    assert grads["fg_w"]["heads.0.weight"].abs().max() == 0  # not in the global loss
+
+
+@pytest.mark.parametrize("perturbation", ["shared", "independent"])
+def test_fg_w_exact_readout_option(perturbation: str) -> None:
+    """Default: the last Linear gets backprop's gradient; exact_readout=False perturbs it."""
+    torch.manual_seed(0)
+    model = ft.models.MLP(6, [8, 7], 3)
+    x, y = torch.randn(5, 6), torch.tensor([0, 1, 2, 0, 1])
+    bp = ft.make_rule("bp", model)
+    model.zero_grad()
+    bp.step(x, y)
+    exact = {n: p.grad.clone() for n, p in model.named_parameters()}
+    for flag in (True, False):
+        rule = ft.make_rule("fg_w", model, seed=0, perturbation=perturbation, exact_readout=flag)
+        model.zero_grad()
+        rule.step(x, y)
+        same = torch.allclose(model.layers[2].weight.grad, exact["layers.2.weight"], atol=1e-6)
+        assert same is flag
+        assert not torch.allclose(model.layers[0].weight.grad, exact["layers.0.weight"])
+    with pytest.raises(ValueError, match="exact_readout"):
+        ft.make_rule("fg_w", model, exact_readout="yes")

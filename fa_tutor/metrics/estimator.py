@@ -262,7 +262,8 @@ def check_variance_theory(model: nn.Module, x: Tensor, y: Tensor, *, n_samples: 
     x = x.double().flatten(1)
     measured = []
     for (est, pert), rows in prediction.groupby(["estimator", "perturbation"], sort=False):
-        rule = make_rule(est, model, loss_fn=loss_fn, seed=seed, perturbation=pert)
+        extra = {"exact_readout": False} if est == "fg_w" else {}  # Table 1: every weight
+        rule = make_rule(est, model, loss_fn=loss_fn, seed=seed, perturbation=pert, **extra)
         draws: dict[str, list[Tensor]] = {n: [] for n in rows.param}
         for _ in range(n_samples):
             rule.step(x, y)

@@ -158,6 +158,18 @@ class LocalMixer(nn.Module):
        classifier included); L/32/64's 17.3M cannot be reproduced from the code
        (notes §2.1; ours: 26,556,296 at 224 px with 1000 classes).
 
+       Two more differences came out of a side-by-side run with the released JAX code on
+       identical weights, batches and noise (logits, every block output, the head losses
+       and the lg_bp / lg_fg_a updates agree to float64 rounding on S/1/1, M/1/16 and
+       M/8/16 once both are accounted for): (a) the released ``linear()`` adds the bias
+       twice to 3-D inputs (block 0's dense layer, token mixing, the channel dense
+       layer): z = Wx + 2b there, z = Wx + b here. The functions are the same (b' = 2b),
+       but those biases learn at a different effective rate: their step moves z 4× as
+       far as ours under bp, lg_bp and FG-W, and 2× under FG-A.
+       (b) the released LG-FA computes each head's error with the head's feedback matrix
+       (softmax(x̄B + c) − y), which drives W's update too; ``make_rule("lg_fa", model,
+       released_heads=True)`` does the same, the default uses softmax(x̄W + c) − y.
+
     Taught in: {ref}`local-losses`.
     """
 
@@ -189,21 +201,23 @@ class LocalMixer(nn.Module):
 
     @classmethod
     def from_config(cls, name: str, *, in_channels: int | None = None,
-                    image_size: int | None = None, num_classes: int | None = None
-                    ) -> "LocalMixer":
+                    image_size: int | None = None, num_classes: int | None = None,
+                    groups: int | None = None) -> "LocalMixer":
         """A Table-2 model: ``"S/1/1"``, ``"M/1/16"``, ``"M/8/16"``, ``"L/8/64"``, ``"L/32/64"``.
 
         Input defaults are the table's dataset: MNIST (1×28×28) for S/1/1 and
         M/1/16, CIFAR-10 (3×32×32) for M/8/16 and L/8/64, ImageNet (3×224×224,
-        1000 classes) for L/32/64.
+        1000 classes) for L/32/64. ``groups`` replaces the table's G (Fig. 7's sweep over
+        the number of groups, e.g. ``from_config("M/1/16", groups=4)`` is M/1/4).
         """
         if name not in CONFIGS:
             raise ValueError(f"Unknown LocalMixer config {name!r}; choose one of: "
                              f"{', '.join(CONFIGS)}")
         c, s, k = _DATA[name]
+        sizes = {**CONFIGS[name], **({} if groups is None else {"groups": groups})}
         return cls(in_channels if in_channels is not None else c,
                    image_size if image_size is not None else s,
-                   num_classes if num_classes is not None else k, **CONFIGS[name])
+                   num_classes if num_classes is not None else k, **sizes)
 
     # -- the network ------------------------------------------------------------------
     def patchify(self, x: Tensor) -> Tensor:

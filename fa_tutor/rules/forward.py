@@ -188,16 +188,36 @@ def write_grads(params: list[Tensor], total: list, num_tangents: int) -> None:
         p.grad = g / num_tangents if num_tangents > 1 else g
 
 
+def readout_names(model: nn.Module) -> set[str]:
+    """Parameters that FG-W's ``exact_readout`` leaves unperturbed (they get exact gradients).
+
+    A model with the local-loss protocol (``local_layers()``, e.g. ``LocalMixer``): every
+    parameter outside its body layers (the heads and the classifier). Any other model:
+    the parameters of its last ``nn.Linear`` in ``model.modules()`` order (the classifier).
+    """
+    if callable(getattr(model, "local_layers", None)):
+        body = tuple(f"{name}." for name in model.local_layers())
+        return {n for n, _ in model.named_parameters() if not n.startswith(body)}
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"fg_w: exact_readout=True needs an nn.Linear readout, and "
+                         f"{type(model).__name__} has none; pass exact_readout=False")
+    name, last = linears[-1]
+    return {f"{name}.{n}" if name else n for n, _ in last.named_parameters()}
+
+
 @register("fg_w", family="forward gradient", stochastic=True,
           summary="weight-perturbed forward gradient (Baydin et al.): g = (∇L·v) v",
-          defaults={"perturbation": "shared", "num_tangents": 1})
+          defaults={"perturbation": "shared", "num_tangents": 1, "exact_readout": True})
 class ForwardGradientWeights(Rule):
     r"""Weight-perturbed forward gradient: one JVP along a random direction of all parameters.
 
     .. math::
         v \sim \mathcal N(0, I_{|\theta|}), \qquad
         d \leftarrow \nabla_\theta L \cdot v \ \text{(forward mode)}, \qquad
-        \nabla_\theta \leftarrow \tfrac1K \textstyle\sum_{k=1}^K d_k v_k
+        \nabla_\theta \leftarrow \tfrac1K \textstyle\sum_{k=1}^K d_k v_k,
+        \qquad \nabla_{\theta_{\mathrm{out}}} \leftarrow \nabla_{\theta_{\mathrm{out}}} L
+        \ \text{(exact readout)}
 
     Baydin, Pearlmutter, Syme, Wood & Torr (2022), "Gradients without
     Backpropagation", https://arxiv.org/abs/2202.08587.  Unbiased because
@@ -216,6 +236,11 @@ class ForwardGradientWeights(Rule):
             (Table 1's independent column), computed with ``vmap`` over examples: N
             copies of v in memory, and no batch-coupled layers (BatchNorm).
         num_tangents: K, the number of directions averaged (default 1).
+        exact_readout: ``True`` (default, Ren et al.'s FG-W): θ is the body's weights
+            only; the readout θ_out (the last ``nn.Linear``; for a local-loss model
+            such as ``LocalMixer`` every parameter outside ``local_layers()``, i.e. the
+            classifier and the heads) gets its exact gradient, as in FG-A. ``False``
+            (Baydin et al.'s): every parameter is perturbed (:func:`readout_names`).
 
     Example:
         >>> import torch, fa_tutor as ft
@@ -232,38 +257,64 @@ class ForwardGradientWeights(Rule):
     """
 
     def __init__(self, model: nn.Module, *, loss_fn=None, seed: int | None = None,
-                 perturbation: str = "shared", num_tangents: int = 1, **extra: Any):
+                 perturbation: str = "shared", num_tangents: int = 1, exact_readout: bool = True,
+                 **extra: Any):
         super().__init__(model, loss_fn=loss_fn, seed=seed)
         check_options("fg_w", perturbation, num_tangents, extra)
-        self.options = {"perturbation": perturbation, "num_tangents": num_tangents}
+        if not isinstance(exact_readout, bool):
+            raise ValueError(f"exact_readout={exact_readout!r}; choose True or False")
+        self.options = {"perturbation": perturbation, "num_tangents": num_tangents,
+                        "exact_readout": exact_readout}
+        self.readout = readout_names(model) if exact_readout else set()
+        if exact_readout and all(n in self.readout for n, _ in model.named_parameters()):
+            raise ValueError(f"fg_w: {type(model).__name__}'s only layer is its readout, so "
+                             "exact_readout=True leaves nothing to perturb; pass "
+                             "exact_readout=False")
 
     def _compute_grads(self, x: Tensor, y: Tensor) -> Tensor:
         check_batch(x, y)
-        names, params = zip(*self._trainable())
-        primals = tuple(p.detach() for p in params)
+        named = self._trainable()
+        names = [n for n, _ in named]
+        body = [(n, p) for n, p in named if n not in self.readout]  # θ: perturbed
+        exact = [(n, p) for n, p in named if n in self.readout]  # θ_out: exact gradient
+        primals = tuple(p.detach() for _, p in body)
 
         def run(*ps: Tensor, inputs: Tensor = x) -> Tensor:
-            return functional_call(self.model, dict(zip(names, ps)), (inputs,))
+            weights = {**dict(zip([n for n, _ in body], ps)), **dict(exact)}
+            return functional_call(self.model, weights, (inputs,))
 
-        total: list = [None] * len(params)
+        total: dict[str, Tensor | None] = dict.fromkeys(names)
         for _ in range(self.options["num_tangents"]):
             if self.options["perturbation"] == "shared":
-                v = [self._randn(p.shape, p) for p in params]
-                with fwAD.dual_level():  # one forward pass with tangent v on every parameter
-                    loss = self.loss_fn(run(*map(fwAD.make_dual, primals, v)), y)
-                    d = tangent(loss)  # ∇L·v
-                total = accumulate(total, [d * vi for vi in v])  # g = (∇L·v) v
+                v = [self._randn(p.shape, p) for p in primals]
+                with fwAD.dual_level():  # one forward pass with tangent v on the body's weights
+                    out = run(*map(fwAD.make_dual, primals, v))
+                    out_t = tangent(out)  # J_θ v
+                leaf = out.detach().requires_grad_()  # the tangents are gone: plain autograd
+                loss = self.loss_fn(leaf, y)
+                (e,) = torch.autograd.grad(loss, leaf)  # output error ∂L/∂logits
+                d = (e * out_t).sum()  # ∇_θ L·v
+                grads = [d * vi for vi in v]  # g = (∇L·v) v
+                g_out = (torch.autograd.grad(out, [p for _, p in exact], e, allow_unused=True)
+                         if exact else [])  # unused (heads of a local-loss model): None
             else:
-                v = [self._randn((x.shape[0], *p.shape), p) for p in params]  # v_n
+                v = [self._randn((x.shape[0], *p.shape), p) for p in primals]  # v_n
                 one = lambda xn, *vn: jvp(lambda *ps: run(*ps, inputs=xn[None]), primals, vn)
                 out, out_t = (o.squeeze(1) for o in vmap(one)(x, *v))  # (N, K)
                 leaf = out.detach().requires_grad_()
                 loss = self.loss_fn(leaf, y)
                 (e,) = torch.autograd.grad(loss, leaf)  # output error ∂L/∂logits
                 d = (e * out_t).flatten(1).sum(1)  # (N,): ∇(ℓ_n/N)·v_n
-                total = accumulate(total, [torch.tensordot(d, vi, dims=1) for vi in v])
-        write_grads(list(params), total, self.options["num_tangents"])
-        return loss
+                grads = [torch.tensordot(d, vi, dims=1) for vi in v]
+                g_out = (torch.autograd.grad(run(*primals), [p for _, p in exact], e,
+                                             allow_unused=True)
+                         if exact else [])  # exact readout gradient, e back through θ_out
+            new = {**dict(zip([n for n, _ in body], grads)),
+                   **dict(zip([n for n, _ in exact], g_out))}
+            total = dict(zip(names, accumulate(list(total.values()),
+                                                [new[n] for n in names])))
+        write_grads([p for _, p in named], list(total.values()), self.options["num_tangents"])
+        return loss.detach()
 
     def _randn(self, shape: tuple, like: Tensor) -> Tensor:
         return gaussian(shape, self.generator, device=like.device, dtype=like.dtype)

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 import torch.autograd.forward_ad as fwAD
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Rule, check_batch, register
@@ -92,14 +93,24 @@ class LocalBackprop(LocalRule):
 
 
 class _FixedFeedback(WeightOpMode):
-    """FA in every layer: the input gradient uses the fixed random B (intercept.py's Functions)."""
+    """FA in every layer: the input gradient uses the fixed random B (intercept.py's Functions).
 
-    def __init__(self, layers: list[Layer], feedback: dict[str, Tensor]):
+    ``released_heads``: the layers named ``heads.*`` compute their value with B,
+    x Bᵀ + b, as the released LG-FA code does; their gradients stay FA's (δ B down,
+    δ xᵀ into W), so W learns from the error of B's logits.
+    """
+
+    def __init__(self, layers: list[Layer], feedback: dict[str, Tensor],
+                 released_heads: bool = False):
         super().__init__(layers)
-        self.feedback = feedback
+        self.feedback, self.released_heads = feedback, released_heads
 
     def linear(self, layer, x, W, b):
-        return FeedbackLinear.apply(x, W, b, self.feedback[layer.weight_name])
+        B = self.feedback[layer.weight_name]
+        z = FeedbackLinear.apply(x, W, b, B)
+        if self.released_heads and layer.name.startswith("heads."):
+            z = z + (F.linear(x, B) - F.linear(x, W)).detach()  # value x Bᵀ + b, FA's gradients
+        return z
 
     def conv2d(self, layer, x, W, b, stride, padding, dilation, groups):
         B = self.feedback[layer.weight_name]
@@ -107,7 +118,8 @@ class _FixedFeedback(WeightOpMode):
 
 
 @register("lg_fa", family="local loss", needs_local_losses=True,
-          summary="feedback alignment inside each block on its local losses")
+          summary="feedback alignment inside each block on its local losses",
+          defaults={"released_heads": False})
 class LocalFeedbackAlignment(LocalRule):
     r"""LG-FA: the local losses, with feedback alignment inside each block.
 
@@ -124,6 +136,12 @@ class LocalFeedbackAlignment(LocalRule):
         model: a model with ``local_losses`` (e.g. ``LocalMixer``).
         loss_fn: ``loss_fn(logits, y) -> scalar``; defaults to mean cross-entropy.
         seed: seeds the rule's own generator (feedback init, perturbations); None draws one.
+        released_heads: ``False`` (default): head b's error is
+            :math:`e_b = \mathrm{softmax}(\bar x_b W_{H_b}^\top + c_b) - y`. ``True``: the
+            released code's LG-FA, :math:`e_b = \mathrm{softmax}(\bar x_b B_{H_b}^\top + c_b)
+            - y` — the head computes its logits with its feedback matrix, and that error
+            drives both what it sends down (:math:`e_b B_{H_b}`) and W's update
+            (:math:`e_b^\top \bar x_b`).
 
     Example:
         >>> import torch, fa_tutor as ft
@@ -140,8 +158,11 @@ class LocalFeedbackAlignment(LocalRule):
     """
 
     def __init__(self, model: nn.Module, *, loss_fn=None, seed: int | None = None,
-                 **extra: Any):
+                 released_heads: bool = False, **extra: Any):
         super().__init__(model, loss_fn=loss_fn, seed=seed, **extra)
+        if not isinstance(released_heads, bool):
+            raise ValueError(f"released_heads={released_heads!r}; choose True or False")
+        self.options = {"released_heads": released_heads}
         self.layers = find_layers(model, rule="lg_fa")
         for layer in self.layers:
             W = layer.weight
@@ -151,7 +172,7 @@ class LocalFeedbackAlignment(LocalRule):
 
     def _compute_grads(self, x: Tensor, y: Tensor) -> Tensor:
         check_batch(x, y)
-        with _FixedFeedback(self.layers, self.feedback):
+        with _FixedFeedback(self.layers, self.feedback, self.options["released_heads"]):
             out = self.model.local_losses(x, y, self.loss_fn)
         self._write_grads(sum(out.losses) + out.loss, [p for _, p in self._trainable()])
         return out.loss

@@ -37,6 +37,8 @@ DRAWS = 16  # samples of the update per measurement
 #: --quick: 512 training digits, one epoch, 4 draws per measurement.
 QUICK = {"epochs": 1, "data_options": {"n_train": 512, "n_test": 256}}
 QUICK_DRAWS = 4
+#: FG-W as Baydin et al. define it (every weight perturbed, the readout too), as committed
+RULE_OPTIONS = {"fg_w": {"exact_readout": False}}
 
 
 def total_stats(model: nn.Module, rule, x: Tensor, y: Tensor, draws: int, **kw) -> dict:
@@ -97,7 +99,8 @@ def cells(quick: bool) -> list[Cell]:
     rules = [r for r in available_rules() if not rule_spec(r).needs_local_losses]
     for rule in rules:
         for seed in pick(SEEDS, quick):
-            cfg = BASE.replace(rule=rule, seed=seed, **(QUICK if quick else {}))
+            cfg = BASE.replace(rule=rule, seed=seed, rule_options=RULE_OPTIONS.get(rule, {}),
+                               **(QUICK if quick else {}))
             out.append(config_cell(NAME, cfg, model="mlp", scale=scale_of(quick), setting={},
                                    runner="estimator", draws=QUICK_DRAWS if quick else DRAWS))
     return out

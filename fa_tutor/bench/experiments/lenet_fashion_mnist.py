@@ -109,8 +109,8 @@ def selection_cells(quick: bool) -> list[Cell]:
 def cells(quick: bool) -> list[Cell]:
     out = []
     for rule in RULES:
-        lr = LEARNING_RATES.get(rule, BASE.lr if quick else None)
-        if lr is None:  # not selected yet: its full cells wait for lenet-fashion-mnist-lr
+        lr = LEARNING_RATES.get(rule)
+        if lr is None:  # not selected yet: its cells wait for lenet-fashion-mnist-lr
             continue
         for seed in pick(SEEDS[rule], quick):
             cfg = BASE.replace(rule=rule, seed=seed, lr=lr, **(QUICK if quick else {}),
