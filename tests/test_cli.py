@@ -304,3 +304,26 @@ def test_readme_command_line_and_help_agree() -> None:
                 assert flag in options, (line, flag)
     leaves = {path for path, _ in _leaves(parser)}
     assert leaves <= shown, leaves - shown
+
+
+def test_a_sweep_runs_the_cells_whose_data_is_here_and_names_the_fetch_for_the_rest(
+        tmp_path, monkeypatch, capsys, caplog) -> None:
+    from fa_tutor.bench.registry import EXPERIMENTS, Cell, Experiment
+    from fa_tutor.cli import main
+    from fa_tutor.training import RunConfig
+
+    monkeypatch.setenv("FA_TUTOR_DATA", str(tmp_path / "data"))
+    base = RunConfig(model_options={"hidden": [8]}, epochs=1, device="cpu")
+    cells = [Cell("mixed", "bp", "mlp", dataset, 0, "full", base.replace(dataset=dataset))
+             for dataset in ("digits", "cifar10")]
+    monkeypatch.setitem(EXPERIMENTS, "mixed", Experiment("mixed", "test", lambda quick: cells))
+    assert main(["bench", "run", "mixed", "--out", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == (f"mixed: 1 new result line(s) in {tmp_path / 'mixed.jsonl'}; 1 of 2 "
+                           "cells still to run, some needing data not on this machine: "
+                           "`python -m fa_tutor data fetch cifar10`")
+    assert "Traceback" not in err
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith("mixed needs cifar10, which is not on this machine; download it "
+                              "first with `python -m fa_tutor data fetch cifar10`")
+    assert warning.endswith("running the 1 cell(s) whose data is here")

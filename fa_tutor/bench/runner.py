@@ -88,28 +88,41 @@ def pending_cells(name: str, *, quick: bool = False, out: str | Path | None = No
     return [c for c in get_experiment(name).cells(quick) if c.key not in done]
 
 
+def _missing_dataset(cell: Cell) -> str | None:
+    """The data set ``cell`` loads when it is not on this machine, else None."""
+    opts = cell.config.to_dict() if cell.config is not None else cell.options
+    name = opts.get("dataset", cell.dataset)
+    info = DATASETS.get(name)
+    root = (opts.get("data_options") or {}).get("root")
+    return name if info is not None and not info.is_present(root) else None
+
+
 def missing_data(cells: list[Cell]) -> list[str]:
     """The data sets the cells load that are not on this machine (sorted)."""
-    missing = set()
-    for c in cells:
-        opts = c.config.to_dict() if c.config is not None else c.options
-        name = opts.get("dataset", c.dataset)
-        info = DATASETS.get(name)
-        if info is not None and not info.is_present((opts.get("data_options") or {}).get("root")):
-            missing.add(name)
-    return sorted(missing)
+    return sorted({m for m in map(_missing_dataset, cells) if m})
 
 
-def check_data(name: str, cells: list[Cell]) -> None:
-    """One :class:`DatasetNotAvailable` up front naming the ``data fetch`` commands, instead
-    of every cell failing alike."""
+def fetch_hint(missing: list[str]) -> str:
+    """The ``data fetch`` commands that get ``missing``."""
+    return " and ".join(f"`python -m fa_tutor data fetch {m}`" for m in missing)
+
+
+def cells_with_data(name: str, cells: list[Cell]) -> list[Cell]:
+    """The cells whose data sets are here, checked once up front. None of them: one
+    :class:`DatasetNotAvailable` naming the ``data fetch`` commands (instead of every cell
+    failing alike); some: a warning, and the others run."""
     missing = missing_data(cells)
-    if missing:
-        fetch = " and ".join(f"`python -m fa_tutor data fetch {m}`" for m in missing)
-        raise DatasetNotAvailable(
-            f"{name} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
-            f"not on this machine; download {'it' if len(missing) == 1 else 'them'} first with "
-            f"{fetch} (cache: $FA_TUTOR_DATA, default ~/.cache/fa_tutor)")
+    if not missing:
+        return cells
+    one = len(missing) == 1
+    message = (f"{name} needs {', '.join(missing)}, which {'is' if one else 'are'} not on this "
+               f"machine; download {'it' if one else 'them'} first with {fetch_hint(missing)} "
+               "(cache: $FA_TUTOR_DATA, default ~/.cache/fa_tutor)")
+    runnable = [c for c in cells if _missing_dataset(c) is None]
+    if not runnable:
+        raise DatasetNotAvailable(message)
+    log.warning("%s; running the %d cell(s) whose data is here", message, len(runnable))
+    return runnable
 
 
 def summarize(history: pd.DataFrame, final: dict, every: int = 1) -> dict:
@@ -195,8 +208,9 @@ def run_experiment(name: str, *, quick: bool = False, device: str = "auto", out:
     three modes.
 
     ``out`` defaults to ``results/``, and for ``quick`` runs to :func:`scratch_dir`.
-    Missing data sets fail here, once, before any cell runs (not for Ray: the
-    cluster's nodes have their own data).
+    Missing data sets are checked here, once, before any cell runs: cells without
+    their data are left for a later run (an error when that is every cell); not for
+    Ray, whose nodes have their own data.
     """
     device_spec(device)  # a bad --device (or $FA_TUTOR_DEVICE) fails here, once, not per cell
     if not ray_address:  # a Ray cluster may have the GPU this machine lacks
@@ -207,7 +221,7 @@ def run_experiment(name: str, *, quick: bool = False, device: str = "auto", out:
     if limit is not None:
         cells = cells[:limit]
     if not ray_address:
-        check_data(name, cells)
+        cells = cells_with_data(name, cells)
     path.parent.mkdir(parents=True, exist_ok=True)
     ckpt_dir = str(Path(checkpoints) if checkpoints else path.parent / ".checkpoints" / name)
     if ray_address:
