@@ -18,7 +18,7 @@ from .direct_pass import DirectPass
           summary="DFA whose B tracks a forward-mode estimate of ∂y/∂h_l (Bacho & Chu)")
 @fill_doc
 class ForwardDirectFeedbackAlignment(DirectRule):
-    r"""Forward DFA: B is a moving average of forward-gradient estimates of ∂y/∂h_l.
+    r"""Forward DFA: B follows forward-gradient estimates of ∂y/∂h_l (a moving average under SGD).
 
     .. math::
         u_l \sim \mathcal{N}(0, I), \quad
@@ -52,10 +52,18 @@ class ForwardDirectFeedbackAlignment(DirectRule):
 
     .. note:: The released code optimises :math:`B_l` with Adam (lr 1e-4); plain
        SGD gives the moving-average form above (the form the authors' later
-       spiking-network code uses), see :mod:`fa_tutor.metrics.ema`. Each :math:`u_l` has
-       the shape of :math:`h_l` and is drawn per example from the rule's
-       generator, in forward order of the layers, and one tangent per step is
-       used (the released code's setting). With BatchNorm in training mode,
+       spiking-network code uses), see :mod:`fa_tutor.metrics.ema`. Under Adam (the
+       experiments' setting) B is not a moving average of the estimates: Adam keeps
+       moving averages :math:`m, v` of the gradient :math:`g = B_l - \hat J_l` and of
+       :math:`g^2`, and moves each entry of :math:`B_l` by the learning rate times
+       :math:`m/\sqrt v`, a normalised, sign-like step of at most about the learning
+       rate. B still settles where the averaged gradient vanishes,
+       :math:`B_l = \mathbb E[\hat J_l]`, but it approaches it at a constant speed per
+       entry rather than geometrically, and its noise there is set by the learning
+       rate, not by :math:`\lambda\sigma^2/(2-\lambda)`. Each :math:`u_l` has the shape
+       of :math:`h_l` and is drawn per example from the rule's generator, in forward
+       order of the layers, and one tangent per step is used (the released code's
+       setting). With BatchNorm in training mode,
        :math:`J_l` includes the batch statistics' coupling; :math:`\hat J_l`
        estimates the batch mean of the per-example Jacobians.
 
