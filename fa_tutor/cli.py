@@ -176,15 +176,22 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _coursework(args: argparse.Namespace) -> int:
-    from .coursework import export
+    from .coursework import export, grading
 
     if args.cw_cmd == "export":
-        for path in export.export(args.directory):
+        for path in export.export(args.directory, with_solutions=args.with_solutions,
+                                  force=args.force):
             print(path)
         return 0
-    report = export.check(args.notebook, quick=not args.full)
-    print(json.dumps(report, indent=2))
-    return 0 if all(v == "passed" for v in report.values()) else 1
+    result = grading.check(args.target, out=args.out, quick=not args.full, jobs=args.jobs)
+    if isinstance(result, grading.Gradebook):
+        print(grading.summary(result))
+        print(f"gradebook: {result.csv_path}\nsummary: {result.summary_path}")
+        return 0 if result.all_passed else 1
+    print(json.dumps(result.statuses, indent=2))
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return 0 if result.passed else 1
 
 
 def config_help() -> str:
@@ -305,9 +312,16 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("coursework", help="student notebooks").add_subparsers(dest="cw_cmd", required=True)
     e = c.add_parser("export", help="write student notebooks (solutions removed) into DIR")
     e.add_argument("directory")
+    e.add_argument("--with-solutions", action="store_true",
+                   help="the instructor's key: solutions in place, every check passes")
+    e.add_argument("--force", action="store_true", help="overwrite notebooks already in DIR")
     e.set_defaults(fn=_coursework)
-    k = c.add_parser("check", help="run a completed notebook and report its checks")
-    k.add_argument("notebook")
+    k = c.add_parser("check", help="grade a notebook, or every notebook under a class folder "
+                     "(CSV gradebook)")
+    k.add_argument("target", metavar="NOTEBOOK|DIR")
+    k.add_argument("--out", help="folder for the graded copies (and the gradebook of a DIR; "
+                   "default DIR-graded beside DIR; none for one notebook)")
+    k.add_argument("--jobs", type=int, help="notebooks graded at once (default: one per CPU)")
     k.add_argument("--full", action="store_true", help="run with the chapter's default (not quick) settings")
     k.set_defaults(fn=_coursework)
     _add_common_options(p)
