@@ -254,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m fa_tutor",
                                 description="Learning without weight transport: rules, benchmarks, coursework.")
     p.add_argument("--version", action="version", version=f"fa_tutor {__version__}")
-    p.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO); tracebacks on errors")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log progress (INFO); tracebacks on errors")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("rules", help="list the learning rules").set_defaults(fn=_rules)
@@ -262,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
                        add_help=False, formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Train one RunConfig (defaults below, each overridable with "
                                    "--set) and print its history and a one-line summary.")
-    t.add_argument("-h", "--help", action=_TrainHelp, help="show this help (with every field) and exit")
+    t.add_argument("-h", "--help", action=_TrainHelp,
+                   help="show this help (with every field) and exit")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a RunConfig field (repeatable); the fields are listed below")
     t.add_argument("--device", help=DEVICE_HELP + "; the same as --set device=...")

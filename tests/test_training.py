@@ -292,3 +292,21 @@ def test_every_committed_config_still_validates() -> None:
                 ft.RunConfig.from_dict({k: v for k, v in config.items() if k in fields})
                 n += 1
     assert n > 100
+
+
+@pytest.mark.parametrize("every, env, saved_before_the_end", [
+    (None, None, False), (0.0, None, True), (None, "0", True), (3600.0, "0", False)])
+def test_the_checkpoint_interval_is_settable(tmp_path: Path, monkeypatch, every, env,
+                                             saved_before_the_end) -> None:
+    if env is None:
+        monkeypatch.delenv("FA_TUTOR_CHECKPOINT_EVERY", raising=False)
+    else:
+        monkeypatch.setenv("FA_TUTOR_CHECKPOINT_EVERY", env)
+    ckpt = tmp_path / "run.pt"
+
+    def saved(model, rule, probe) -> float:  # at epoch 2's evaluation: what is on disk
+        return float(torch.load(ckpt, weights_only=False)["epoch"]) if ckpt.exists() else -1.0
+    res = ft.train(CFG.replace(epochs=2), data=DIGITS, recorders={"saved": saved},
+                   checkpoint=ckpt, checkpoint_every_s=every, progress=False)
+    assert res.history.saved.tolist() == ([-1.0, 1.0] if saved_before_the_end else [-1.0, -1.0])
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 2  # always at the end

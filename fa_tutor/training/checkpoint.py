@@ -1,4 +1,4 @@
-"""Save and resume a run: weights, learned feedback, optimizers, schedulers, random states and history.
+"""Save and resume a run: weights, feedback, optimizers, schedulers, random states, history.
 
 A checkpoint is written at the end of an epoch, or mid-epoch when the run is
 interrupted (``batch`` > 0: the steps of the current epoch already taken, with
