@@ -119,6 +119,30 @@ def test_conservation_law_does_not_cover_moving_feedback(name):
     assert tracker.deviation() > 0.1
 
 
+def test_kolen_pollack_conserves_its_own_form():
+    """KP (Ḃ = Ẇ): ½Δ‖W1[i,:]‖² = Δ⟨W2[:,i], B2[:,i]⟩ − ½Δ‖W2[:,i]‖², neuron by neuron,
+    though the FA form fails for it (test above)."""
+    model = toy_mlp()
+    rule = ft.make_rule("kp", model, seed=0)
+    x, y = toy_data()
+    W1, W2 = model.layers[0].weight, model.layers[1].weight
+    B2 = rule.feedback["layers.1.weight"]
+    W1_0, W2_0, B2_0 = (t.detach().clone() for t in (W1, W2, B2))
+    opt = torch.optim.SGD([*model.parameters(), *rule.parameters()], lr=2e-3)
+    for _ in range(300):
+        opt.zero_grad(set_to_none=True)
+        rule.step(x, y)
+        opt.step()
+    with torch.no_grad():
+        incoming = 0.5 * (W1.pow(2).sum(1) - W1_0.pow(2).sum(1))  # ½Δ‖W1[i,:]‖²
+        outgoing = ((W2 * B2).sum(0) - (W2_0 * B2_0).sum(0)
+                    - 0.5 * (W2.pow(2).sum(0) - W2_0.pow(2).sum(0)))
+        fa_form = (W2 * B2).sum(0) - (W2_0 * B2_0).sum(0)
+    assert incoming.abs().max() > 1e-4  # the weights really moved
+    assert float((incoming / outgoing - 1).abs().max()) < 0.02  # KP's law, per neuron
+    assert float((incoming.sum() / fa_form.sum() - 1).abs()) > 0.1  # not the FA form
+
+
 def test_naive_gd_pitfall_gives_one_half():
     """GD with B = W(t) plugged into the FA form: ⟨W,W⟩ lacks the ½, so R → 0.5."""
     model = toy_mlp()
