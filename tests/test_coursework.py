@@ -337,11 +337,13 @@ def test_check_refuses_bad_targets_in_one_line(tmp_path: Path, capsys) -> None:
 
 # --- every chapter, round trip ----------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.notebook
 def test_round_trip_of_every_chapter(tmp_path: Path, monkeypatch) -> None:
     """The key (run at export, quick) passes every check of its chapter; the student
     notebooks, graded as a class, report every check "not done" and no other error.
-    myst_nb cannot be imported in these kernels: the notebooks need only fa_tutor."""
+    myst_nb cannot be imported in these kernels: the notebooks need only fa_tutor.
+    Two quick runs of every chapter, two kernels at a time: about 4.5 min on 2 cores."""
     blocker = tmp_path / "no_myst_nb" / "myst_nb"
     blocker.mkdir(parents=True)
     (blocker / "__init__.py").write_text("raise ImportError('myst_nb is not installed here')\n")
