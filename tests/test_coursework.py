@@ -221,6 +221,30 @@ def test_key_puts_each_solution_in_place_of_its_stub() -> None:
     assert [c.source for c in nb.cells] == [other_stub.source, solution.source]
 
 
+def test_values_come_from_an_up_to_date_build_only(tmp_path: Path) -> None:
+    """myst-nb's executed chapter and its .glue.json give the values, unless the chapter's
+    code changed since the build."""
+    import json
+
+    chapter = tmp_path / "book" / "ch.md"
+    chapter.parent.mkdir()
+    chapter.write_text("---\njupytext:\n  text_representation:\n    extension: .md\n"
+                       "    format_name: myst\n    format_version: 0.13\n"
+                       "kernelspec:\n  name: python3\n  display_name: Python 3\n---\n\n"
+                       "```{code-cell} ipython3\nglue('acc', 91.25, display=False)\n```\n")
+    assert export.built_values(chapter, tmp_path) is None  # no build
+    built = tmp_path / "_build" / "jupyter_execute" / "book" / "ch.ipynb"
+    built.parent.mkdir(parents=True)
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "glue('acc', 91.25, display=False)")]), built)
+    built.with_suffix(".glue.json").write_text(json.dumps({"acc": {
+        "output_type": "display_data", "data": {"text/plain": "91.25"},
+        "metadata": {"scrapbook": {"name": "acc", "mime_prefix": ""}}}}))
+    assert export.built_values(chapter, tmp_path) == {"acc": "91.25"}
+    chapter.write_text(chapter.read_text().replace("91.25", "92.0"))
+    assert export.built_values(chapter, tmp_path) is None  # the build is stale
+
+
 def test_export_refuses_to_overwrite_without_force(tmp_path: Path, capsys) -> None:
     from fa_tutor.cli import main
 

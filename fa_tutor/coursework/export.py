@@ -110,26 +110,27 @@ def _defined(source: str) -> set[str]:
 
 
 def built_values(path: Path, root: Path = REPO) -> dict[str, str] | None:
-    """The values a chapter glued in the last book build (``_build/jupyter_execute``), or
-    ``None`` when there is no build or it ran other code than the chapter has now."""
+    """The values a chapter glued in the last book build, or ``None`` when there is no build
+    or it ran other code than the chapter has now.
+
+    myst-nb writes the executed chapter to ``_build/jupyter_execute/<page>.ipynb`` and
+    its glued outputs, keyed by name, to ``<page>.glue.json`` beside it.
+    """
+    import json
+
+    import jupytext
+
     built = root / "_build" / "jupyter_execute" / path.relative_to(root).with_suffix(".ipynb")
     if not built.is_file():
         return None
-    import jupytext
-
     ran = nbformat.read(built, as_version=4)
     code = lambda nb: [c.source.strip() for c in nb.cells if c.cell_type == "code"]  # noqa: E731
     if code(ran) != code(jupytext.read(path)):
         log.info("%s: the book build is older than the chapter; not using its values", path.name)
         return None
-    values = {}
-    for cell in ran.cells:
-        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
-            meta = out.get("metadata", {}).get("scrapbook")
-            if meta:
-                data = out.get("data", {})
-                values[meta["name"]] = data.get(meta.get("mime_prefix", "") + "text/plain", "")
-    return values
+    glue_file = built.with_suffix(".glue.json")
+    outputs = json.loads(glue_file.read_text()) if glue_file.is_file() else {}
+    return {name: out.get("data", {}).get("text/plain", "") for name, out in outputs.items()}
 
 
 @dataclass
