@@ -242,12 +242,28 @@ class BookIndex:
                          key=lambda e: (e.get("author", ""), e.get("year", "")))
         return "## References\n\n" + "\n".join(f"- {reference(e)}" for e in entries)
 
+    def expand_macros(self, text: str) -> str:
+        """The book's argument-free LaTeX macros (``\\R`` …) written out, outside code, so
+        the math renders in any viewer (MathJax or KaTeX) without definitions."""
+        simple = {n: v for n, v in self.macros.items() if isinstance(v, str)}
+        if not simple:
+            return text
+        pattern = re.compile(r"\\(" + "|".join(map(re.escape, simple)) + r")(?![A-Za-z])")
+        pieces = re.split(r"(^```.*?^```[ \t]*$)", text, flags=re.M | re.S)
+        for k in range(0, len(pieces), 2):
+            pieces[k] = re.sub(r"``.*?``|`[^`\n]*`|[^`]+|`", lambda m: m[0] if m[0].startswith(
+                "`") else pattern.sub(lambda n: simple[n[1]], m[0]), pieces[k])
+        return "".join(pieces)
+
     def macro_definitions(self) -> str:
-        """The book's LaTeX macros as MathJax definitions (one inline-math span)."""
+        """The book's macros that take arguments, as MathJax definitions (one inline-math
+        span); argument-free ones are expanded in place (:meth:`expand_macros`)."""
         defs = []
         for name, value in self.macros.items():
-            body, nargs = (value[0], int(value[1])) if isinstance(value, list) else (value, 0)
-            defs.append(f"\\def\\{name}{''.join(f'#{i + 1}' for i in range(nargs))}{{{body}}}")
+            if isinstance(value, list):
+                body, nargs = value[0], int(value[1])
+                defs.append(f"\\def\\{name}{''.join(f'#{i + 1}' for i in range(nargs))}"
+                            f"{{{body}}}")
         return f"${' '.join(defs)}$" if defs else ""
 
 
@@ -390,7 +406,7 @@ class Converter:
         out = []
         for part in parse_blocks(text):
             out.append(self._block(part) if isinstance(part, Block) else self._plain(part))
-        return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip("\n")
+        return self.index.expand_macros(re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip("\n"))
 
     def _plain(self, text: str) -> str:
         """Text outside directives: targets dropped, labelled $$ math tagged, roles resolved
@@ -423,7 +439,7 @@ class Converter:
         if b.name == "math":
             math = b.body.strip()
             if "\\\\" in math and not math.lstrip().startswith("\\begin"):
-                math = f"\\begin{{split}}{math}\\end{{split}}"
+                math = f"\\begin{{aligned}}{math}\\end{{aligned}}"
             tag = f"\n\\tag{{{self.index.equations[label].strip('()')}}}" if label else ""
             return f"$$\n{math}{tag}\n$$"
         if b.name == "prf:proof":
