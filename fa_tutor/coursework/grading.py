@@ -1,4 +1,4 @@
-"""Grading: run a submitted notebook, then run the chapter's expected checks on the student's functions.
+"""Grading: run a submitted notebook, then the chapter's expected checks on its functions.
 
 What is graded comes from the package, never from the submission: the chapter's checks
 and the name of the function each one grades are in the registry
@@ -7,7 +7,9 @@ fresh kernel (a cell that raises is recorded and the run goes on); then a cell a
 by the grader reloads the check modules and calls every expected check on the function
 of that name in the notebook's namespace.  A removed, commented-out or edited check
 cell, a check redefined in the notebook, or text printed to look like a result changes
-nothing: only the grader cell's own output is read.
+nothing: only the grader cell's own output is read.  (A submission is code run on the
+grading machine: one that deliberately patches ``fa_tutor``'s internals can still cheat,
+and untrusted work belongs in a sandbox.)
 
 Statuses: ``passed``; ``not done`` (the stub still raises ``NotImplementedError``);
 ``failed: <hint>`` (a wrong answer) or ``failed: your code raised <Error>: ...``;
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import json
 import logging
 import os
 import tempfile
@@ -80,6 +81,7 @@ def grade_in_kernel(expected: dict[str, str], namespace: dict) -> None:
     from IPython.display import display
 
     from . import CHECK_MODULES, registry
+    from .glue import RECORDED
 
     for module in CHECK_MODULES:
         importlib.reload(module)
@@ -87,8 +89,6 @@ def grade_in_kernel(expected: dict[str, str], namespace: dict) -> None:
     for label, name in expected.items():
         fn = namespace.get(name)
         statuses[label] = MISSING if not callable(fn) else _run_check(registry.CHECKS[label], fn)
-    from .glue import RECORDED
-
     text = "\n".join(f"{label}: {status}" for label, status in statuses.items())
     display({MIME: {"statuses": statuses, "glued": dict(RECORDED)},
              "text/plain": f"Checks run by the grader:\n{text}"}, raw=True)
