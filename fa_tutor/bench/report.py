@@ -97,27 +97,37 @@ def sem(x: pd.Series) -> float:
     return float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else math.nan
 
 
+def std(x: pd.Series) -> float:
+    """Sample standard deviation over seeds, :math:`s` (nan for a single value)."""
+    x = x.dropna()
+    return float(x.std(ddof=1)) if len(x) > 1 else math.nan
+
+
 def summary(df: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFrame:
-    """Mean, standard error and count over seeds of each metric, per ``by`` group."""
+    """Mean, standard error, standard deviation and count over seeds of each metric, per
+    ``by`` group (columns ``<metric>_mean``, ``_sem``, ``_std``, and ``n``)."""
     if df.empty:
         return pd.DataFrame(columns=[*by, *[f"{m}_{s}" for m in metrics for s in
-                                            ("mean", "sem")], "n"])
+                                            ("mean", "sem", "std")], "n"])
     g = df.groupby(by, sort=False)
-    out = pd.concat({m: g[m].agg(["mean", sem]) for m in metrics if m in df}, axis=1)
+    out = pd.concat({m: g[m].agg(["mean", sem, std]) for m in metrics if m in df}, axis=1)
     out.columns = [f"{m}_{s}" for m, s in out.columns]
     out["n"] = g.size()
     return out.reset_index()
 
 
-def mean_pm(df: pd.DataFrame, metric: str, digits: int = 2) -> pd.Series:
-    """``"mean ± sem"`` strings from :func:`summary` columns (just the mean for n = 1)."""
+def mean_pm(df: pd.DataFrame, metric: str, digits: int = 2, spread: str = "sem") -> pd.Series:
+    """``"mean ± sem"`` (or ``spread="std"``: ``"mean ± std"``) strings from :func:`summary`
+    columns (just the mean for n = 1)."""
     def fmt(m: float, s: float) -> str:
         if m is None or (isinstance(m, float) and math.isnan(m)):
             return "–"
         if s is None or math.isnan(s):
             return f"{m:.{digits}f}"
         return f"{m:.{digits}f} ± {s:.{digits}f}"
-    return pd.Series([fmt(m, s) for m, s in zip(df[f"{metric}_mean"], df[f"{metric}_sem"])],
+    if spread not in ("sem", "std"):
+        raise ValueError(f"spread={spread!r}; choose 'sem' or 'std'")
+    return pd.Series([fmt(m, s) for m, s in zip(df[f"{metric}_mean"], df[f"{metric}_{spread}"])],
                      index=df.index)
 
 
