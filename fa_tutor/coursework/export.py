@@ -171,6 +171,7 @@ def export_notebooks(directory: str | Path, *, with_solutions: bool = False,
 
     import jupytext
 
+    from .grading import kernel_env
     from .myst import BookIndex, MystError
 
     out = Path(directory)
@@ -205,7 +206,8 @@ def export_notebooks(directory: str | Path, *, with_solutions: bool = False,
                 if glued is None and values == "build":
                     raise ValueError(f"no up-to-date book build of {chapter} (run make book)")
             if glued is None:
-                glued, statuses, origin = *_run_for_values(key, path, timeout), "quick run"
+                glued, statuses = _run_for_values(key, path, timeout, env)
+                origin = "quick run"
             rendered = render(nb, chapter, index, glued, origin, root, with_solutions)
         except (ValueError, MystError) as err:
             raise ValueError(f"{path.name}: {err}") from None
@@ -213,6 +215,7 @@ def export_notebooks(directory: str | Path, *, with_solutions: bool = False,
                                   statuses if with_solutions else None)
 
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(paths)))
+    env = kernel_env(jobs)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         done = list(pool.map(one, paths))
     out.mkdir(parents=True, exist_ok=True)
@@ -238,15 +241,15 @@ def _runnable(nb: nbformat.NotebookNode, chapter: str) -> nbformat.NotebookNode:
     return nb
 
 
-def _run_for_values(key: nbformat.NotebookNode, path: Path, timeout: int
-                    ) -> tuple[dict[str, str], dict[str, str] | None]:
+def _run_for_values(key: nbformat.NotebookNode, path: Path, timeout: int,
+                    env: dict[str, str]) -> tuple[dict[str, str], dict[str, str] | None]:
     """Run the key with ``quick = True`` and the grader: its glued values and statuses."""
     from .grading import execute
     from .registry import chapter_checks
 
     log.info("%s: running the chapter (quick) for the values its text quotes", path.name)
     expected = {s.label: s.function for s in chapter_checks(path.stem)}
-    run = execute(key, cwd=path.parent, quick=True, timeout=timeout, expected=expected)
+    run = execute(key, cwd=path.parent, quick=True, timeout=timeout, expected=expected, env=env)
     if run.statuses is None:
         raise ValueError(f"the quick run failed: {'; '.join(run.notes)}")
     if run.notes:

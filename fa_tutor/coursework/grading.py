@@ -166,6 +166,14 @@ def execute(nb: nbformat.NotebookNode, *, cwd: Path, quick: bool = True, timeout
     return run
 
 
+def kernel_env(jobs: int) -> dict[str, str]:
+    """Environment for ``jobs`` kernels running at once: they share the CPUs, so each gets
+    its share of torch threads (unless ``OMP_NUM_THREADS`` is set already)."""
+    if jobs == 1 or "OMP_NUM_THREADS" in os.environ:
+        return {}
+    return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
+
+
 def _kernel_config(tmp: Path):
     """Kernel sockets over IPC in ``tmp`` (POSIX): no TCP port, so no "Kernel is running
     over TCP without encryption" warning; TCP elsewhere."""
@@ -277,9 +285,7 @@ def grade_class(directory: str | Path, *, out: str | Path | None = None, quick: 
     if jobs is not None and jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {jobs}")
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(found)))
-    # kernels share the CPUs: one torch thread each when several run at once
-    env = {} if jobs == 1 or "OMP_NUM_THREADS" in os.environ else {
-        "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
+    env = kernel_env(jobs)
 
     def one(item: tuple[str, Path]) -> NotebookGrade | str:
         student, path = item
