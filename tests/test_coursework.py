@@ -339,6 +339,28 @@ def test_gradebook_grades_a_class_and_cannot_be_fooled(tmp_path: Path, capfd) ->
     assert '"getting_started_ex2": "passed"' in captured.out and "TCP" not in captured.err
 
 
+def test_gradebook_keeps_one_notebook_per_student_and_chapter(tmp_path: Path) -> None:
+    grade = lambda student, name, status: grading.NotebookGrade(  # noqa: E731
+        student, "getting_started", tmp_path / student / name, {"getting_started_ex2": status})
+    grades = [grade("ann", "draft.ipynb", "failed: x"), grade("ann", "getting_started.ipynb",
+                                                             "passed"),
+              grade("ben", "b.ipynb", "not done"), grade("ben", "a.ipynb", "passed")]
+    kept, errors = grading._one_per_chapter(grades)
+    assert [(g.student, g.path.name) for g in kept] == [("ann", "getting_started.ipynb"),
+                                                        ("ben", "a.ipynb")]
+    assert errors == [
+        "ann: 2 notebooks of chapter getting_started (getting_started.ipynb, draft.ipynb); "
+        "the gradebook shows getting_started.ipynb",
+        "ben: 2 notebooks of chapter getting_started (a.ipynb, b.ipynb); the gradebook shows "
+        "a.ipynb"]
+    book = grading.Gradebook(kept, ["getting_started_ex2"], tmp_path / "g.csv",
+                             tmp_path / "s.md", errors)
+    assert book.rows() == {"ann": {"getting_started_ex2": "passed"},
+                           "ben": {"getting_started_ex2": "passed"}}
+    assert not book.all_passed  # the duplicates are reported
+    assert "- ann: 2 notebooks of chapter getting_started" in grading.summary(book)
+
+
 def test_check_refuses_bad_targets_in_one_line(tmp_path: Path, capsys) -> None:
     from fa_tutor.cli import main
 
@@ -388,9 +410,9 @@ def test_round_trip_of_every_chapter(tmp_path: Path, monkeypatch) -> None:
     assert book.labels == [s for p in CHAPTERS for s in
                            (c.label for c in chapter_checks(p.stem))]
     assert book.rows() == {"student": {label: "not done" for label in book.labels}}
-    assert book.errors == [f"{e.path}: chapter 'benchmarks' has no automatic checks (the "
-                           "chapter is read from the notebook's fa_tutor metadata, else its "
-                           "file name); chapters with checks: " + ", ".join(
-                               sorted({s.chapter for s in SPECS.values()}))
-                           for e in students if e.chapter == "benchmarks"]
+    assert book.errors == [
+        f"not graded: {e.path}: chapter 'benchmarks' has no automatic checks (the chapter is "
+        "read from the notebook's fa_tutor metadata, else its file name); chapters with "
+        "checks: " + ", ".join(sorted({s.chapter for s in SPECS.values()}))
+        for e in students if e.chapter == "benchmarks"]
     assert [n for g in book.grades for n in g.notes] == []

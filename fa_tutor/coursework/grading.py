@@ -294,7 +294,7 @@ def grade_class(directory: str | Path, *, out: str | Path | None = None, quick: 
             return grade_notebook(path, student=student, quick=quick, timeout=timeout,
                                   graded_copy=copy_to, env=env)
         except (ValueError, FileNotFoundError) as err:
-            return str(err)
+            return f"not graded: {err}"
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         results = list(pool.map(one, found))
@@ -377,7 +377,7 @@ def summary(book: Gradebook) -> str:
         lines.append(f"| {label} | {count[PASSED]} | {count[NOT_DONE]} | {count['failed']} | "
                      f"{count[MISSING]} | {len(col) - sum(count.values())} |")
     problems = [f"- {g.student} / {g.path.name}: {n}" for g in book.grades for n in g.notes]
-    problems += [f"- not graded: {e}" for e in book.errors]
+    problems += [f"- {e}" for e in book.errors]
     if problems:
         lines += ["", "## Problems", "", *problems]
     return "\n".join(lines) + "\n"
