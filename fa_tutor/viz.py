@@ -1,7 +1,10 @@
 """Plotting and exploration helpers the chapters share (seaborn/matplotlib, ipywidgets)."""
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+import threading
+import time
+from typing import Any, Callable, Iterator
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -38,7 +41,8 @@ def explore(fn: Callable[..., Any], **controls: Any) -> None:
     ``controls`` are ipywidgets (or ``interact`` abbreviations) keyed by ``fn``'s
     argument names.  The default output is drawn immediately, so the published
     page is complete without a kernel; the widget re-runs ``fn`` on "Run"
-    (:func:`rerun`: a diverged run shows a message, not a traceback).
+    (:func:`rerun`: a run past 2 s counts its seconds on the button, a diverged
+    run shows a message, not a traceback).
 
     The widget is displayed here and not returned: a cell ending in
     ``explore(...)`` would otherwise show it a second time as the cell's value.
@@ -51,24 +55,56 @@ def explore(fn: Callable[..., Any], **controls: Any) -> None:
     defaults = {k: (w.value if hasattr(w, "value") else w) for k, w in controls.items()}
     fn(**defaults)
     plt.show()
-    ui = widgets.interactive(lambda **kw: rerun(fn, kw), {"manual": True,
-                             "manual_name": "Run"}, **controls)
+    ui = widgets.interactive(lambda **kw: rerun(fn, kw, button=ui.manual_button),
+                             {"manual": True, "manual_name": "Run"}, **controls)
     display(ui)
 
 
-def rerun(fn: Callable[..., Any], kwargs: dict[str, Any]) -> str | None:
+PROGRESS_AFTER_S = 2.0  # a run longer than this counts its seconds on the Run button
+
+
+@contextlib.contextmanager
+def elapsed_on(button: Any) -> Iterator[None]:
+    """While the block runs longer than ``PROGRESS_AFTER_S``, show its seconds on ``button``.
+
+    A background thread rewrites the button's description ("Running… 3 s") every
+    half second; the description is restored when the block ends.
+    """
+    label, done = button.description, threading.Event()
+
+    def tick() -> None:
+        start = time.monotonic()
+        while not done.wait(0.5):
+            seconds = time.monotonic() - start
+            if seconds >= PROGRESS_AFTER_S:
+                button.description = f"Running… {seconds:.0f} s"
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        button.description = label
+
+
+def rerun(fn: Callable[..., Any], kwargs: dict[str, Any], button: Any = None) -> str | None:
     """One press of an :func:`explore` widget's "Run": draw ``fn(**kwargs)``.
 
-    A run whose loss diverges (:class:`~fa_tutor.NonFiniteLossError`) is an
-    outcome of the chosen setting, not a fault: the widget shows a message that
-    says what to change instead of a traceback, and returns it.
+    A run longer than ``PROGRESS_AFTER_S`` counts its seconds on ``button``
+    (:func:`elapsed_on`).  A run whose loss diverges
+    (:class:`~fa_tutor.NonFiniteLossError`) is an outcome of the chosen setting,
+    not a fault: the widget shows a message that says what to change instead of
+    a traceback, and returns it.
     """
     from IPython.display import Markdown, display
 
     from .rules import NonFiniteLossError
 
     try:
-        fn(**kwargs)
+        with elapsed_on(button) if button is not None else contextlib.nullcontext():
+            fn(**kwargs)
     except NonFiniteLossError as err:
         plt.close("all")
         message = (f"**The loss diverged at this setting** ({str(err).split('. ')[0]}). "

@@ -1,5 +1,10 @@
-"""The explore widget's Run: a diverged run becomes a message, every other error stays an error."""
+"""The explore widget's Run: a long run shows its seconds, a diverged run becomes a message,
+every other error stays an error."""
 from __future__ import annotations
+
+import re
+import time
+from types import SimpleNamespace
 
 import matplotlib.pyplot as plt
 import pytest
@@ -51,3 +56,18 @@ def test_rerun_keeps_other_errors(shown) -> None:
     with pytest.raises(TypeError):
         viz.rerun(train_and_plot, {"learning_rate": 0.05})
     assert shown == []
+
+
+def test_a_long_run_counts_its_seconds_on_the_button(shown, monkeypatch) -> None:
+    monkeypatch.setattr(viz, "PROGRESS_AFTER_S", 0.4)
+    button = SimpleNamespace(description="Run")
+    seen = []
+
+    def slow(pause: float) -> None:
+        time.sleep(pause)
+        seen.append(button.description)
+
+    viz.rerun(slow, {"pause": 0.2}, button=button)  # shorter than the threshold: untouched
+    viz.rerun(slow, {"pause": 1.3}, button=button)
+    assert seen[0] == "Run" and re.fullmatch(r"Running… \d+ s", seen[1]), seen
+    assert button.description == "Run"  # restored

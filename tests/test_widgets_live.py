@@ -14,7 +14,8 @@ displayed, the test moves the controls and presses **Run**:
 It fails on an error in a widget's output (an ``error`` message or a traceback
 on stderr, as ``interactive`` shows an exception), on a widget displayed more
 than once or without its default figure above it (what the built book shows
-without a kernel), and on an update slower than ``UPDATE_LIMIT_S``.  Marked
+without a kernel), on an update slower than ``UPDATE_LIMIT_S``, and on an
+update past ``PROGRESS_CHECK_S`` that never showed its progress on the button.  Marked
 ``notebook`` like the papermill tests, so ``make quick-test`` skips it.
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ from test_notebooks import NOTEBOOKS, ROOT, load
 jupyter_client = pytest.importorskip("jupyter_client")
 
 UPDATE_LIMIT_S = 15.0  # one press of Run, at quick settings
+PROGRESS_CHECK_S = 3.5  # a longer update must have shown its seconds (explore: after 2 s)
 CELL_LIMIT_S = 600.0
 VIEW = "application/vnd.jupyter.widget-view+json"
 
@@ -122,6 +124,7 @@ class Kernel:
     def __init__(self, cwd: Path) -> None:
         self.km, self.kc = jupyter_client.manager.start_new_kernel(kernel_name="python3",
                                                                    cwd=str(cwd))
+        self.progress: list[str] = []  # "Running… N s" shown on a Run button
 
     def run(self, code: str, timeout: float = CELL_LIMIT_S,
             expressions: dict[str, str] | None = None) -> tuple[list[dict], dict, float]:
@@ -134,9 +137,12 @@ class Kernel:
                 msg = self.kc.get_iopub_msg(timeout=max(left, 0.1))
             except queue.Empty:
                 raise TimeoutError(f"no reply within {timeout:.0f} s to:\n{code[:300]}") from None
+            kind = msg["msg_type"]
+            state = msg["content"].get("data", {}).get("state", {}) if kind == "comm_msg" else {}
+            if str(state.get("description", "")).startswith("Running"):
+                self.progress.append(state["description"])  # from explore's timer thread
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
-            kind = msg["msg_type"]
             if kind == "status" and msg["content"]["execution_state"] == "idle":
                 break
             if kind in ("stream", "display_data", "execute_result", "error"):
@@ -212,6 +218,7 @@ def test_widgets_live(path: Path) -> None:
                        timeout=60)
             plan = json.loads(kernel.value(f"_wl_plan({model_id!r})"))
             for setting in plan:
+                kernel.progress.clear()
                 outputs, reply, elapsed = kernel.run(
                     f"_wl_setting = _wl_apply({model_id!r}, {setting!r})", timeout=CELL_LIMIT_S)
                 where = f"{path.name} {setting}"
@@ -223,6 +230,8 @@ def test_widgets_live(path: Path) -> None:
                 failures += [f"{where} {values}: {e}" for e in errors_in(outputs)]
                 if elapsed > UPDATE_LIMIT_S:
                     failures.append(f"{where} {values}: update took {elapsed:.1f} s")
+                if elapsed > PROGRESS_CHECK_S and not kernel.progress:
+                    failures.append(f"{where} {values}: {elapsed:.1f} s without progress shown")
                 shown_again = [v for v in views_in(outputs) if v in interactives]
                 if shown_again:
                     failures.append(f"{where} {values}: the widget was displayed again")
