@@ -8,15 +8,32 @@ milestones. The seed picks the k classes (``class_subset``), the initialisation
 and the data order, so each repetition is a fresh random subset, as in the paper.
 The paper's numbers are lost; these experiments produce ours.
 
+Every epoch the recorder measures each layer's alignment on a fixed probe batch
+(what the paper's appendix figure plots per layer): the weight alignment
+:math:`\cos\angle(W_l, B_l)` (``weight_cos/<layer>``; GD has no feedback and
+records none) and the update alignment :math:`\cos\angle(g_l, \nabla_{W_l} L)`
+(``update_cos/<weight>``), so each line's history holds the per-layer curves.
+
 Both need downloads: ``python -m fa_tutor data fetch cifar100`` (or
 ``tiny_imagenet``) once, then ``python -m fa_tutor bench run NAME --device cuda``.
 Offline, the first cell stops with the loader's ``DatasetNotAvailable`` message.
+
+``lenet-fashion-mnist-subsets`` is the offline proxy (scale ``substituted``): the same
+LeNet, rules and recorders on Fashion-MNIST subsets of k ∈ {2, 5, 10} classes (the
+first k classes would favour some; the seed draws them), 30 epochs with the lr halved
+at epochs 6 and 15 (App. A's milestones at the same fractions of the run), 2 seeds —
+alignment against the number of classes, the question Tables 1 and 2 ask.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
+from torch import nn
+
+from ...metrics import update_alignment, weight_alignment
 from ...training import RunConfig
 from ..registry import Cell, experiment
-from ._common import grid, pick, scale_of
+from ._common import config_cell, grid, pick, recorded_train, scale_of, summarize
 
 RULES = ["fa", "adafa", "usf", "bp"]
 CLASSES = [10, 25, 50]
@@ -30,33 +47,74 @@ RESNET = RunConfig(model="resnet18", dataset="tiny_imagenet", optimizer="sgd", l
                    momentum=0.9, weight_decay=1e-4, schedule="step", milestones=(20, 40),
                    gamma=0.5, epochs=50, batch_size=512, normalize=True, init="xavier",
                    eval_every=1)
+#: The offline proxy: App. A's LeNet setting on Fashion-MNIST (32x32), 30 epochs.
+FASHION = LENET.replace(dataset="fashion_mnist", epochs=30, milestones=(6, 15))
+FASHION_CLASSES = [2, 5, 10]
+FASHION_NOTE = ("Substituted data: Fashion-MNIST k-class subsets (k = 2, 5, 10; offline, "
+                "resized to 32x32) in place of CIFAR-100's k = 10, 25, 50; 30 epochs with the "
+                "lr halved at 6 and 15 instead of 500 (100, 250); 2 seeds.")
 #: --quick: the same configs on 512 training / 256 test images for one epoch.
 QUICK = {"epochs": 1, "batch_size": 128, "milestones": ()}
 QUICK_DATA = {"n_train": 512, "n_test": 256}
 
 
-def subset_cells(name: str, base: RunConfig, seeds: list[int], quick: bool) -> list[Cell]:
-    """One training cell per (k, rule, seed); the setting that varies is k."""
+def layer_alignment(model: nn.Module, rule, probe) -> dict[str, float]:
+    """Per layer: cos∠(W_l, B_l) (rules with feedback) and cos∠(update, true gradient)."""
+    out = {}
+    if rule.feedback:
+        for row in weight_alignment(model, rule).itertuples():
+            out[f"weight_cos/{row.layer}"] = float(row.cosine)
+    for row in update_alignment(model, rule, *probe).itertuples():
+        if row.parameter == "total" or row.parameter.endswith(".weight"):
+            out[f"update_cos/{row.parameter}"] = float(row.cosine)
+    return out
+
+
+def run(cell: Cell, device: str, checkpoint: Path | None = None) -> dict:
+    """Train with the per-layer alignment recorder; the final row keeps the last values."""
+    history, final, _ = recorded_train(cell, device, checkpoint,
+                                       lambda cfg, model: {"alignment": layer_alignment})
+    return summarize(history, final)
+
+
+def subset_cells(name: str, base: RunConfig, seeds: list[int], quick: bool,
+                 classes: list[int] = CLASSES, scale: str = "full", note: str = "",
+                 data: dict | None = None) -> list[Cell]:
+    """One recorded training cell per (k, rule, seed); the setting that varies is k."""
     out = []
-    for p in grid(classes=CLASSES, rule=RULES, seed=pick(seeds, quick)):
-        data = {"classes": p["classes"], **(QUICK_DATA if quick else {})}
-        cfg = base.replace(rule=p["rule"], seed=p["seed"], data_options=data,
+    for p in grid(classes=classes, rule=RULES, seed=pick(seeds, quick)):
+        opts = {**(data or {}), "classes": p["classes"], **(QUICK_DATA if quick else {})}
+        cfg = base.replace(rule=p["rule"], seed=p["seed"], data_options=opts,
                            **(QUICK if quick else {}))
-        out.append(Cell(name, p["rule"], base.model, base.dataset, p["seed"], scale_of(quick),
-                        cfg, setting={"classes": p["classes"]}))
+        out.append(config_cell(name, cfg, model=base.model, scale=scale_of(quick, scale),
+                               setting={"classes": p["classes"]}, runner="train_recorded",
+                               note=note))
     return out
 
 
 @experiment("lenet-cifar100-subsets", "LeNet on random 10/25/50-class subsets of CIFAR-100, "
-            "FA/adaFA/uSF/GD, 6 repetitions (Robertson & Koyejo Table 1). Needs the CIFAR-100 "
-            "download.", offline=False, source="Robertson & Koyejo 2024, Table 1 and App. A")
+            "FA/adaFA/uSF/GD, 6 repetitions, per-layer alignment recorded (Robertson & Koyejo "
+            "Table 1). Needs the CIFAR-100 download.", offline=False,
+            runners={"train_recorded": run}, source="Robertson & Koyejo 2024, Table 1 and App. A")
 def lenet_cells(quick: bool) -> list[Cell]:
     return subset_cells("lenet-cifar100-subsets", LENET, list(range(6)), quick)
 
 
 @experiment("resnet18-tinyimagenet-subsets", "ResNet-18 on random 10/25/50-class subsets of "
             "Tiny-ImageNet (validation set as test set), FA/adaFA/uSF/GD, 4 repetitions "
-            "(Robertson & Koyejo Table 2). Needs the Tiny-ImageNet download.", offline=False,
+            "(Robertson & Koyejo Table 2), per-layer alignment recorded. Needs the Tiny-ImageNet "
+            "download.", offline=False, runners={"train_recorded": run},
             source="Robertson & Koyejo 2024, Table 2 and App. A")
 def resnet_cells(quick: bool) -> list[Cell]:
     return subset_cells("resnet18-tinyimagenet-subsets", RESNET, list(range(4)), quick)
+
+
+@experiment("lenet-fashion-mnist-subsets", "Offline proxy of the class-subset tables: LeNet "
+            "on Fashion-MNIST 2/5/10-class subsets, FA/adaFA/uSF/GD, 2 seeds, 30 epochs, "
+            "per-layer weight and update alignment vs the number of classes.", offline=True,
+            runners={"train_recorded": run},
+            source="Robertson & Koyejo 2024, Tables 1-2 setting (App. A), substituted data")
+def fashion_cells(quick: bool) -> list[Cell]:
+    return subset_cells("lenet-fashion-mnist-subsets", FASHION, [0, 1], quick,
+                        classes=FASHION_CLASSES, scale="substituted", note=FASHION_NOTE,
+                        data={"resize": 32})
