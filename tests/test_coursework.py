@@ -330,10 +330,14 @@ def test_gradebook_grades_a_class_and_cannot_be_fooled(tmp_path: Path, capfd) ->
     assert "| alice | 1/1 | 100.0 % | — |" in summary
     assert "| getting_started_ex2 | 2 | 1 | 1 | 1 | 0 |" in summary
     assert "TCP" not in capfd.readouterr().err  # no kernel transport warning
-    # the command line: exit 1 for the class (not all passed), 0 for alice alone
-    assert main(["coursework", "check", str(class_dir), "--out", str(tmp_path / "o"),
+    # the command line: exit 1 for a class where not all passed, 0 for alice alone
+    _submission(tmp_path / "pair" / "alice.ipynb", RIGHT)
+    _submission(tmp_path / "pair" / "bob.ipynb", STUB)
+    assert main(["coursework", "check", str(tmp_path / "pair"), "--out", str(tmp_path / "o"),
                  "--jobs", "2"]) == 1
-    assert (tmp_path / "o" / "gradebook.csv").is_file()
+    rows = list(csv.DictReader((tmp_path / "o" / "gradebook.csv").open()))
+    assert [(r["student"], r["getting_started_ex2"]) for r in rows] == [
+        ("alice", "passed"), ("bob", "not done")]
     assert main(["coursework", "check", str(class_dir / "alice.ipynb")]) == 0
     captured = capfd.readouterr()
     assert '"getting_started_ex2": "passed"' in captured.out and "TCP" not in captured.err
