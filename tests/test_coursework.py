@@ -372,8 +372,10 @@ def test_check_refuses_bad_targets_in_one_line(tmp_path: Path, capsys) -> None:
     nb = nbformat.read(stray, as_version=4)
     nb.metadata.pop("fa_tutor")
     nbformat.write(nb, stray)
+    (tmp_path / "broken.ipynb").write_text("not json")
     cases = [
         ([str(tmp_path / "missing.ipynb")], "no notebook"),
+        ([str(tmp_path / "broken.ipynb")], "not a readable notebook"),
         ([str(tmp_path / "nowhere") + "/"], "no notebook"),
         ([str(stray)], "chapter 'homework' has no automatic checks"),
         ([str(tmp_path / "class"), "--out", str(tmp_path / "class" / "graded")],
