@@ -129,13 +129,17 @@ class DirectRule(Rule):
         return tuple(shape)
 
     def _dry_run(self, shape: tuple[int, ...]) -> None:
-        """Run zeros of ``shape`` once (eval mode, no grad) to create every B."""
+        """Run zeros of ``shape`` once (eval mode) to create every B and check the model.
+
+        With gradients enabled, so the structure check can follow the graph and a
+        weight used outside ``F.linear``/``F.conv2d`` is reported here.
+        """
         p = next(self.model.parameters())
         modes = {m: m.training for m in self.model.modules()}
         self.model.eval()
         x = torch.zeros((1, *shape), device=p.device, dtype=p.dtype)
         try:
-            with torch.no_grad():
+            with torch.enable_grad():
                 self._run(x)
         except RuntimeError as err:
             misfit = batch_misfit(self.model, x, x.new_zeros(1, dtype=torch.long))
@@ -166,7 +170,8 @@ class DirectRule(Rule):
         return DirectPass(logits, mode.h, mode.u, ydot)
 
     def _check_structure(self, mode: DirectPassMode, out: Tensor) -> None:
-        mode.check_all_seen(self.name, [out, *mode.h.values()])
+        """Once: every converted layer went through the rule, the output is a layer's."""
+        seen_checked = mode.check_all_seen(self.name, [out, *mode.h.values()])
         outputs = {layer.name for layer in mode.output_layers(out)}
         if not outputs:
             raise ValueError(
@@ -178,7 +183,7 @@ class DirectRule(Rule):
         if missing:
             raise ValueError(f"rule {self.name!r}: layer(s) {missing} neither form a hidden "
                              "activity nor produce the output; the rule cannot train them")
-        self._checked = True
+        self._checked = seen_checked  # False: a pass without a graph, check again
 
     def forward(self, x: Tensor) -> Tensor:
         """The model's logits; their backward is the direct feedback of this rule."""

@@ -48,6 +48,22 @@ def fill_args(cls: type, **more: str) -> type:
     return cls
 
 
+def feedback_of(feedback: dict[str, Tensor], layer: Layer, W: Tensor) -> Tensor:
+    """Layer's B, checked against its weight W (shape, dtype, device), detached.
+
+    The one check every mode that runs ``FeedbackLinear``/``FeedbackConv2d`` uses
+    (the layer-wise rules here, ``lg_fa`` in :mod:`.local`).
+    """
+    B = feedback[layer.weight_name]
+    if B.shape != W.shape or B.device != W.device or B.dtype != W.dtype:
+        raise ValueError(
+            f"feedback {layer.weight_name!r} is {tuple(B.shape)} {B.dtype} on "
+            f"{B.device}, its weight {tuple(W.shape)} {W.dtype} on {W.device}; "
+            "build the rule after moving the model (model.to(...))."
+        )
+    return B.detach()  # kp's B is a leaf: step writes its .grad, not autograd
+
+
 class _FeedbackMode(WeightOpMode):
     """Runs each converted layer's op through the Function that uses its B."""
 
@@ -55,21 +71,12 @@ class _FeedbackMode(WeightOpMode):
         super().__init__(layers)
         self.feedback = feedback
 
-    def _B(self, layer: Layer, W: Tensor) -> Tensor:
-        B = self.feedback[layer.weight_name]
-        if B.shape != W.shape or B.device != W.device or B.dtype != W.dtype:
-            raise ValueError(
-                f"feedback {layer.weight_name!r} is {tuple(B.shape)} {B.dtype} on "
-                f"{B.device}, its weight {tuple(W.shape)} {W.dtype} on {W.device}; "
-                "build the rule after moving the model (model.to(...))."
-            )
-        return B.detach()  # kp's B is a leaf: step writes its .grad, not autograd
-
     def linear(self, layer, x, W, b):
-        return FeedbackLinear.apply(x, W, b, self._B(layer, W))  # B replaces W
+        B = feedback_of(self.feedback, layer, W)
+        return FeedbackLinear.apply(x, W, b, B)  # B replaces W
 
     def conv2d(self, layer, x, W, b, stride, padding, dilation, groups):
-        B = self._B(layer, W)  # B replaces W in the backward pass
+        B = feedback_of(self.feedback, layer, W)  # B replaces W in the backward pass
         return FeedbackConv2d.apply(x, W, b, B, stride, padding, dilation, groups)
 
 
@@ -124,8 +131,7 @@ class LayerwiseFeedbackRule(Rule):
         with mode:
             out = self.model(x)
         if not self._all_seen:  # once: did every converted layer go through B?
-            mode.check_all_seen(self.name, [out])
-            self._all_seen = True
+            self._all_seen = mode.check_all_seen(self.name, [out])
         return out
 
     __call__ = forward

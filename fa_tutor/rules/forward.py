@@ -373,6 +373,7 @@ class ForwardGradientActivities(Rule):
         check_options("fg_a", perturbation, num_tangents, extra)
         self.options = {"perturbation": perturbation, "num_tangents": num_tangents}
         self.layers = find_layers(model, rule="fg_a")
+        self._all_seen = False  # checked after the first forward pass with a graph
         if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
             warnings.warn("fg_a: BatchNorm couples the examples of a batch; the per-example "
                           "derivative d_n misses the cross-example terms (biased estimate).",
@@ -388,6 +389,8 @@ class ForwardGradientActivities(Rule):
                 with PerturbMode(self.layers, self.generator, shared=shared) as mode:
                     out = self.model(x)
                 out_t = tangent(out)  # ẏ = Σ_l J_l ũ_l
+            if not self._all_seen:  # once: no weight escaped the perturbation
+                self._all_seen = mode.check_all_seen(self.name, [out])
             loss = self.loss_fn(out, y)  # the tangents are gone: plain backward from here
             (d,), exact = directional_derivatives([loss], [out], [out_t], params, keep=1)
             per_example = lambda name, z: d.reshape(-1, *[1] * (z.dim() - 1))  # d: (N,)

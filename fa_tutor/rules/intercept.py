@@ -271,25 +271,33 @@ class WeightOpMode(TorchFunctionMode):
                 return self.conv2d(layer, x, W, b, stride, padding, dilation, groups)
         return func(*args, **kwargs)
 
-    def check_all_seen(self, rule: str, outputs: list[Tensor] | None = None) -> None:
+    def check_all_seen(self, rule: str, outputs: list[Tensor]) -> bool:
         """After a forward pass: every converted layer the outputs depend on went through the rule.
 
         A layer never called through ``F.linear``/``F.conv2d`` is an error when its
         weight still reaches ``outputs`` through autograd (it was used another way,
-        e.g. inside ``nn.MultiheadAttention``); a layer the outputs don't depend on
-        at all (an unused head) is fine: it gets a zero update, as under backprop.
+        e.g. ``h @ fc.weight.T`` or inside ``nn.MultiheadAttention``); a layer the
+        outputs don't depend on at all (an unused head) is fine: it gets a zero
+        update, as under backprop.  Returns whether the check could be made: False
+        when a layer was not seen and the outputs carry no autograd graph (a pass
+        under ``torch.no_grad()``), so the rule checks again on its next pass.
         """
         missing = [l for l in self.layers.values() if l.name not in self.seen]
-        if missing and outputs is not None:
-            reachable = _leaves_reachable(outputs)
-            missing = [l for l in missing if id(l.weight) in reachable]
+        if not missing:
+            return True
+        graphs = [t for t in outputs if isinstance(t, Tensor) and t.grad_fn is not None]
+        if not graphs:
+            return False
+        reachable = _leaves_reachable(graphs)
+        missing = [l for l in missing if id(l.weight) in reachable]
         if missing:
             raise ValueError(
                 f"rule {rule!r}: layer(s) {[l.name for l in missing]} were not called through "
-                "F.linear/F.conv2d during the forward pass (e.g. a Linear used inside "
-                "nn.MultiheadAttention), so the rule cannot replace their backward. Restructure "
-                "the model so its weight layers are called as modules."
+                "F.linear/F.conv2d during the forward pass (e.g. used as `h @ layer.weight.T`, "
+                "or a Linear inside nn.MultiheadAttention), so the rule cannot replace their "
+                "backward. Restructure the model so its weight layers are called as modules."
             )
+        return True
 
 
 def _leaves_reachable(outputs: list[Tensor]) -> set[int]:

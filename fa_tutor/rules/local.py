@@ -36,6 +36,7 @@ from .base import Rule, check_batch, register
 from .dual import tangent
 from .forward import (PerturbMode, accumulate, activity_grads, check_options,
                       directional_derivatives, write_grads)
+from .feedback import feedback_of
 from .intercept import FeedbackConv2d, FeedbackLinear, Layer, WeightOpMode, find_layers
 from .noise import gaussian
 
@@ -93,7 +94,7 @@ class LocalBackprop(LocalRule):
 
 
 class _FixedFeedback(WeightOpMode):
-    """FA in every layer: the input gradient uses the fixed random B (intercept.py's Functions).
+    """FA in every layer: the input gradient uses the fixed random B (feedback.py's check).
 
     ``released_heads``: the layers named ``heads.*`` compute their value with B,
     x Bᵀ + b, as the released LG-FA code does; their gradients stay FA's (δ B down,
@@ -106,14 +107,14 @@ class _FixedFeedback(WeightOpMode):
         self.feedback, self.released_heads = feedback, released_heads
 
     def linear(self, layer, x, W, b):
-        B = self.feedback[layer.weight_name]
+        B = feedback_of(self.feedback, layer, W)
         z = FeedbackLinear.apply(x, W, b, B)
         if self.released_heads and layer.name.startswith("heads."):
             z = z + (F.linear(x, B) - F.linear(x, W)).detach()  # value x Bᵀ + b, FA's gradients
         return z
 
     def conv2d(self, layer, x, W, b, stride, padding, dilation, groups):
-        B = self.feedback[layer.weight_name]
+        B = feedback_of(self.feedback, layer, W)
         return FeedbackConv2d.apply(x, W, b, B, stride, padding, dilation, groups)
 
 
@@ -169,11 +170,15 @@ class LocalFeedbackAlignment(LocalRule):
             bound = 1.0 / math.sqrt(math.prod(W.shape[1:]))
             B = torch.rand(W.shape, generator=self.generator, device=W.device, dtype=W.dtype)
             self.feedback[layer.weight_name] = (2 * B - 1) * bound
+        self._all_seen = False
 
     def _compute_grads(self, x: Tensor, y: Tensor) -> Tensor:
         check_batch(x, y)
-        with _FixedFeedback(self.layers, self.feedback, self.options["released_heads"]):
+        with _FixedFeedback(self.layers, self.feedback,
+                            self.options["released_heads"]) as mode:
             out = self.model.local_losses(x, y, self.loss_fn)
+        if not self._all_seen:  # once: did every converted layer go through B?
+            self._all_seen = mode.check_all_seen(self.name, [*out.losses, out.loss])
         self._write_grads(sum(out.losses) + out.loss, [p for _, p in self._trainable()])
         return out.loss
 
@@ -196,6 +201,7 @@ class LocalForwardGradient(LocalRule):
         self.layers = find_layers(model, rule=self.name)
         body = set(model.local_layers())
         self.body = [layer for layer in self.layers if layer.name in body]
+        self._all_seen = False
 
     def _compute_grads(self, x: Tensor, y: Tensor) -> Tensor:
         check_batch(x, y)
@@ -210,6 +216,8 @@ class LocalForwardGradient(LocalRule):
                                  shared=shared, weights=v) as mode:
                     out = self.model.local_losses(x, y, self.loss_fn)
                 tangents = [tangent(f) for f in out.features]
+            if not self._all_seen:  # once: no weight escaped the rule
+                self._all_seen = mode.check_all_seen(self.name, [*out.losses, out.loss])
             d, exact = directional_derivatives([*out.losses, out.loss], out.features,
                                                tangents, params)  # d[b]: (N, *copies)
             credit = lambda name, z: self.model.local_credit(name, d)
