@@ -386,6 +386,12 @@ def test_check_refuses_bad_targets_in_one_line(tmp_path: Path, capsys) -> None:
         assert main(["coursework", "check", *args]) == 2, args
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    (tmp_path / "class" / "broken.ipynb").write_text("not json")
+    book = grading.check(tmp_path / "class", out=tmp_path / "graded")  # no kernel runs
+    assert book.rows() == {"broken": {}, "homework": {}} and not book.all_passed
+    table = {r["student"]: r for r in csv.DictReader(book.csv_path.open())}
+    assert table["broken"]["notes"].startswith("not graded: ") and "not a readable" in \
+        table["broken"]["notes"]
     (tmp_path / "empty").mkdir()
     assert main(["coursework", "check", str(tmp_path / "empty")]) == 2
     assert "no notebooks" in capsys.readouterr().err

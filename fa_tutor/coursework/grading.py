@@ -250,6 +250,7 @@ class Gradebook:
     csv_path: Path
     summary_path: Path
     errors: list[str] = field(default_factory=list)  # notebooks that could not be graded
+    ungraded: dict[str, list[str]] = field(default_factory=dict)  # student -> those errors
 
     @property
     def all_passed(self) -> bool:
@@ -263,6 +264,8 @@ class Gradebook:
         for g in self.grades:
             table.setdefault(g.student, {label: NOT_SUBMITTED for label in self.labels})
             table[g.student].update(g.statuses)
+        for student in self.ungraded:  # a student whose only notebooks failed still has a row
+            table.setdefault(student, {label: NOT_SUBMITTED for label in self.labels})
         return table
 
 
@@ -287,23 +290,26 @@ def grade_class(directory: str | Path, *, out: str | Path | None = None, quick: 
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(found)))
     env = kernel_env(jobs)
 
-    def one(item: tuple[str, Path]) -> NotebookGrade | str:
+    def one(item: tuple[str, Path]) -> NotebookGrade | tuple[str, str]:
         student, path = item
         copy_to = out / "graded" / path.relative_to(directory)
         try:
             return grade_notebook(path, student=student, quick=quick, timeout=timeout,
                                   graded_copy=copy_to, env=env)
         except (ValueError, FileNotFoundError) as err:
-            return f"not graded: {err}"
+            return student, f"not graded: {err}"
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         results = list(pool.map(one, found))
     grades = [r for r in results if isinstance(r, NotebookGrade)]
-    errors = [r for r in results if isinstance(r, str)]
+    ungraded: dict[str, list[str]] = {}
+    for student, message in (r for r in results if isinstance(r, tuple)):
+        ungraded.setdefault(student, []).append(message)
     grades, duplicates = _one_per_chapter(grades)
-    errors += duplicates
+    errors = [m for messages in ungraded.values() for m in messages] + duplicates
     labels = _ordered_labels(s.label for g in grades for s in chapter_checks(g.chapter))
-    book = Gradebook(grades, labels, out / "gradebook.csv", out / "summary.md", errors)
+    book = Gradebook(grades, labels, out / "gradebook.csv", out / "summary.md", errors,
+                     ungraded)
     out.mkdir(parents=True, exist_ok=True)
     _write_csv(book)
     book.summary_path.write_text(summary(book))
@@ -347,7 +353,7 @@ def _score(row: dict[str, str]) -> tuple[int, int, float]:
 
 
 def _write_csv(book: Gradebook) -> None:
-    notes = {}
+    notes = {student: list(messages) for student, messages in book.ungraded.items()}
     for g in book.grades:
         notes.setdefault(g.student, []).extend(f"{g.path.name}: {n}" for n in g.notes)
     with book.csv_path.open("w", newline="") as f:
