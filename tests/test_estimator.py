@@ -54,8 +54,6 @@ def test_fg_w_cosine_follows_the_random_direction_law():
 
 
 def test_feedback_alignment_is_deterministic_but_biased():
-    if "fa" not in ft.available_rules():
-        pytest.skip("fa is not registered yet")
     x, y = data()
     t = total(estimator_stats(mlp(hidden=(5, 4)), "fa", x, y, n_samples=4, seed=0))
     assert t.var_total == 0 and t.bias > 0.05 * t.true_norm and t.cosine < 0.999

@@ -128,7 +128,6 @@ def test_fdfa_with_adam_lowers_training_loss_on_digits():
     assert full_loss() < 0.5 * before
 
 
-@pytest.mark.skipif("fg_a" not in ft.available_rules(), reason="fg_a not registered yet")
 def test_fdfa_update_variance_below_fg_a():
     torch.manual_seed(0)
     model = ft.models.MLP(8, [32, 32], K, activation="relu").double()

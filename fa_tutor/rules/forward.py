@@ -389,8 +389,9 @@ class ForwardGradientActivities(Rule):
                 with PerturbMode(self.layers, self.generator, shared=shared) as mode:
                     out = self.model(x)
                 out_t = tangent(out)  # ẏ = Σ_l J_l ũ_l
-            if not self._all_seen:  # once: no weight escaped the perturbation
-                self._all_seen = mode.check_all_seen(self.name, [out])
+            if not self._all_seen:  # once: no weight escaped the rule (outputs, local graphs)
+                pre = [z for _, z, _ in mode.records]
+                self._all_seen = mode.check_all_seen(self.name, [out, *pre])
             loss = self.loss_fn(out, y)  # the tangents are gone: plain backward from here
             (d,), exact = directional_derivatives([loss], [out], [out_t], params, keep=1)
             per_example = lambda name, z: d.reshape(-1, *[1] * (z.dim() - 1))  # d: (N,)

@@ -271,14 +271,17 @@ class WeightOpMode(TorchFunctionMode):
                 return self.conv2d(layer, x, W, b, stride, padding, dilation, groups)
         return func(*args, **kwargs)
 
-    def check_all_seen(self, rule: str, outputs: list[Tensor]) -> bool:
+    def check_all_seen(self, rule: str, outputs: list[Tensor],
+                       required: set[str] | frozenset = frozenset()) -> bool:
         """After a forward pass: every converted layer the outputs depend on went through the rule.
 
         A layer never called through ``F.linear``/``F.conv2d`` is an error when its
         weight still reaches ``outputs`` through autograd (it was used another way,
         e.g. ``h @ fc.weight.T`` or inside ``nn.MultiheadAttention``); a layer the
         outputs don't depend on at all (an unused head) is fine: it gets a zero
-        update, as under backprop.  Returns whether the check could be made: False
+        update, as under backprop.  Layers named in ``required`` (weight-perturbed
+        layers, whose perturbation only a call through the rule applies) must be
+        seen whatever the graph.  Returns whether the check could be made: False
         when a layer was not seen and the outputs carry no autograd graph (a pass
         under ``torch.no_grad()``), so the rule checks again on its next pass.
         """
@@ -286,10 +289,10 @@ class WeightOpMode(TorchFunctionMode):
         if not missing:
             return True
         graphs = [t for t in outputs if isinstance(t, Tensor) and t.grad_fn is not None]
-        if not graphs:
+        if not graphs and not any(l.name in required for l in missing):
             return False
         reachable = _leaves_reachable(graphs)
-        missing = [l for l in missing if id(l.weight) in reachable]
+        missing = [l for l in missing if id(l.weight) in reachable or l.name in required]
         if missing:
             raise ValueError(
                 f"rule {rule!r}: layer(s) {[l.name for l in missing]} were not called through "

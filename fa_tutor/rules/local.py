@@ -216,8 +216,9 @@ class LocalForwardGradient(LocalRule):
                                  shared=shared, weights=v) as mode:
                     out = self.model.local_losses(x, y, self.loss_fn)
                 tangents = [tangent(f) for f in out.features]
-            if not self._all_seen:  # once: no weight escaped the rule
-                self._all_seen = mode.check_all_seen(self.name, [*out.losses, out.loss])
+            if not self._all_seen:  # once: no weight escaped the rule (losses, local graphs)
+                outs = [*out.losses, out.loss, *(z for _, z, _ in mode.records)]
+                self._all_seen = mode.check_all_seen(self.name, outs, required=set(v))
             d, exact = directional_derivatives([*out.losses, out.loss], out.features,
                                                tangents, params)  # d[b]: (N, *copies)
             credit = lambda name, z: self.model.local_credit(name, d)
