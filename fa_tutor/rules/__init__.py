@@ -7,16 +7,9 @@ kp) and :mod:`.sign_feedback` (usf, frsf, brsf); direct feedback :mod:`.direct`
 lg_fg_w, lg_fg_a).  Shared machinery: :mod:`.base` (the Rule interface and
 registry), :mod:`.intercept` (weight ops with a rule's backward), :mod:`.tracking`
 (finding each layer's activity), :mod:`.dual` (forward-mode tangents of the
-normalizations), :mod:`.noise` (the stochastic rules' Gaussian draws).
+normalizations), :mod:`.noise` (the stochastic rules' Gaussian draws), :mod:`._torch_compat`
+(every private torch API used, each with its fallback; none is imported by ``import fa_tutor``).
 """
-import warnings
-
-# Forward-mode AD imports torch._decomp.decompositions_for_jvp on first use, which emits a
-# torch.jit deprecation FutureWarning (torch 2.14); import it once here, quietly.
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=".*torch.jit.script.*")  # Future- or DeprecationWarning
-    import torch._decomp.decompositions_for_jvp  # noqa: F401
-
 from .base import BatchShapeError, NonFiniteLossError, Rule, RuleSpec, available_rules, make_rule, register, rule_spec
 
 __all__ = ["BatchShapeError", "NonFiniteLossError", "Rule", "RuleSpec", "available_rules", "make_rule", "register", "rule_spec"]

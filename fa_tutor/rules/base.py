@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._torch_compat import OutOfMemoryError, quiet_forward_ad
+
 log = logging.getLogger(__name__)
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -152,6 +154,7 @@ class Rule(abc.ABC):
     name: ClassVar[str] = "rule"
 
     def __init__(self, model: nn.Module, *, loss_fn: LossFn | None = None, seed: int | None = None):
+        quiet_forward_ad()  # forward mode (the rules' tangents, torch.func.jvp) without its warning
         self.model = model
         self.loss_fn: LossFn = loss_fn if loss_fn is not None else F.cross_entropy
         # seed=None: a fresh seed from a throwaway generator (torch's global one untouched)
@@ -167,7 +170,7 @@ class Rule(abc.ABC):
         try:
             loss = self._compute_grads(x, y)
         except RuntimeError as err:
-            if isinstance(err, torch.OutOfMemoryError):
+            if isinstance(err, OutOfMemoryError):
                 raise
             misfit = batch_misfit(self.model, x, y, self.loss_fn)
             if misfit is None:  # the plain model takes the batch: a fault of the rule itself
@@ -229,7 +232,7 @@ def batch_misfit(model: nn.Module, x: Tensor, y: Tensor,
             if loss_fn is not None:
                 loss_fn(out, y)
     except RuntimeError as err:
-        if isinstance(err, torch.OutOfMemoryError):
+        if isinstance(err, OutOfMemoryError):
             raise
         return err
     finally:

@@ -13,6 +13,8 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._torch_compat import layer_norm_with_stats
+
 
 def tangent(t: Tensor) -> Tensor | None:
     """The forward-mode tangent of t (None if it has none), cut from any reverse graph."""
@@ -29,7 +31,7 @@ def layer_norm_dual(x: Tensor, normalized_shape, weight: Tensor | None = None,
     """
     xp, xt = fwAD.unpack_dual(x)
     w, b = (None if t is None else fwAD.unpack_dual(t).primal for t in (weight, bias))
-    y, mean, rstd = torch.native_layer_norm(xp, list(normalized_shape), w, b, eps)
+    y, mean, rstd = layer_norm_with_stats(xp, list(normalized_shape), w, b, eps)
     if xt is None:
         return y
     dims = tuple(range(-len(normalized_shape), 0))

@@ -31,6 +31,9 @@ from .noise import gaussian
 from .tracking import Activation, ActivityMode, is_relu
 
 PERTURBATIONS = ("independent", "shared")
+#: the layers that couple the examples of a batch (training mode)
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
+               nn.LazyBatchNorm1d, nn.LazyBatchNorm2d, nn.LazyBatchNorm3d)
 Credit = Callable[[str, Tensor], Tensor]
 
 
@@ -374,7 +377,7 @@ class ForwardGradientActivities(Rule):
         self.options = {"perturbation": perturbation, "num_tangents": num_tangents}
         self.layers = find_layers(model, rule="fg_a")
         self._all_seen = False  # checked after the first forward pass with a graph
-        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        if any(isinstance(m, BATCH_NORMS) for m in model.modules()):
             warnings.warn("fg_a: BatchNorm couples the examples of a batch; the per-example "
                           "derivative d_n misses the cross-example terms (biased estimate).",
                           stacklevel=3)

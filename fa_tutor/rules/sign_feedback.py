@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ._torch_compat import version
 from .base import register, xavier_std
 from .feedback import DEFAULTS, FAMILY, LayerwiseFeedbackRule, fill_args
 
@@ -48,10 +49,12 @@ class _SignFeedback(LayerwiseFeedbackRule):
     def init_magnitude(self, W: Tensor) -> Tensor | float:
         """M_l of B_l = M_l ⊙ sign(W_l): a scalar c_l (usf) or a tensor (frsf, brsf)."""
 
-    def _versions(self) -> list[tuple[int, int]]:
+    def _versions(self) -> list[tuple[int, int]] | None:
+        """In-place version counters of every W_l and M_l; None: unknown (rewrite B)."""
         magnitudes = (self.magnitude[l.weight_name] for l in self.layers)
-        return [(l.weight._version, getattr(M, "_version", 0))
-                for l, M in zip(self.layers, magnitudes)]
+        versions = [(version(l.weight), version(M) if isinstance(M, Tensor) else 0)
+                    for l, M in zip(self.layers, magnitudes)]
+        return None if any(None in v for v in versions) else versions
 
     def _write_feedback(self) -> None:
         for layer in self.layers:
@@ -62,7 +65,8 @@ class _SignFeedback(LayerwiseFeedbackRule):
         self._written = self._versions()
 
     def update_feedback(self, new_step: bool) -> None:
-        if new_step or self._versions() != self._written:  # else B is current
+        current = self._versions()
+        if new_step or current is None or current != self._written:  # else B is current
             self._write_feedback()
 
 

@@ -22,8 +22,8 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.weak import WeakIdKeyDictionary
 
+from ._torch_compat import weak_id_key_dict
 from .intercept import _CONV2D, _LINEAR, Layer, WeightOpMode
 
 #: activation functions as the mode sees them (Python-level F.* and tensor methods)
@@ -66,7 +66,7 @@ class ActivityMode(WeightOpMode):
 
     def __init__(self, layers: list[Layer]):
         super().__init__(layers)
-        self.tags: WeakIdKeyDictionary = WeakIdKeyDictionary()  # tensor -> [Layer, ...]
+        self.tags = weak_id_key_dict()  # tensor -> [Layer, ...], keys held weakly
         self.order: list[str] = []  # hidden layers in the order their activity formed
 
     # -- to override ------------------------------------------------------------
