@@ -216,3 +216,25 @@ def test_learned_feedback_is_in_rule_parameters(name, model_name):
     torch.optim.SGD(params, lr=0.1).step()
     assert any(not torch.equal(b, p) for b, p in zip(before, params)) or all(
         p.grad.abs().sum() == 0 for p in params)
+
+
+# -- options: one check, in make_rule, against the registry's defaults ------------------
+@pytest.mark.parametrize("name", ft.available_rules())
+def test_options_are_checked_against_the_declared_defaults(name):
+    spec = rule_spec(name)
+    model_name = models_for(name)[0]
+    rule = ft.make_rule(name, build(model_name), seed=0, **spec.defaults)  # all declared
+    assert rule.options == spec.defaults  # the rule runs with what the registry declares
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['nope'\]; valid options: "):
+        ft.make_rule(name, build(model_name), nope=1)
+    for key, default in spec.defaults.items():
+        if key in spec.choices:
+            bad, match = "nope", rf"{key}='nope'; choose '"
+        elif isinstance(default, bool):
+            bad, match = "yes", rf"{key}='yes'; choose True or False"
+        elif isinstance(default, int):
+            bad, match = 0, rf"{key}=0; choose a positive integer"
+        else:
+            continue  # a None default: the rule checks the value (input_shape)
+        with pytest.raises(ValueError, match=match):
+            ft.make_rule(name, build(model_name), **{key: bad})

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import abc
 import hashlib
-import inspect
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterable, Iterator
+from typing import Any, Callable, ClassVar, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -33,10 +32,6 @@ from ._torch_compat import OutOfMemoryError, quiet_forward_ad
 log = logging.getLogger(__name__)
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
-
-#: Shared docstring text (used by every rule class docstring).
-SEED_DOC = "seed: seeds the rule's own generator (feedback init, perturbations); None draws one."
-LOSS_DOC = "loss_fn: ``loss_fn(logits, y) -> scalar``; defaults to mean cross-entropy."
 
 
 class BatchShapeError(ValueError):
@@ -58,7 +53,10 @@ class RuleSpec:
     learned_feedback: bool = False  # True when rule.parameters() is non-empty
     needs_local_losses: bool = False  # lg_* rules: the model must define local losses
     stochastic: bool = False  # the update is a random estimate (forward gradients)
+    #: every option the rule takes, with its default; an option's type is its default's
     defaults: dict[str, Any] = field(default_factory=dict)
+    #: the allowed values of the options that take one of a few
+    choices: dict[str, tuple] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, RuleSpec] = {}
@@ -113,24 +111,49 @@ def make_rule(
             "(it needs a `local_losses(x, y)` method, like fa_tutor.models.LocalMixer); "
             f"for a global loss use {name.removeprefix('lg_')!r}."
         )
-    _check_options(spec, options)
+    check_options(spec, options)
     merged = {**spec.defaults, **options}
     return spec.cls(model, loss_fn=loss_fn, seed=seed, **merged)
 
 
-def _check_options(spec: RuleSpec, options: dict[str, Any]) -> None:
-    """Unknown option names are a ``ValueError`` naming the valid ones (not a ``TypeError``).
+def check_options(spec: RuleSpec, options: dict[str, Any]) -> None:
+    """The one check of a rule's options, against its registry entry (``ValueError``).
 
-    Rules taking ``**options`` validate them in their own constructor.
+    Names: those of ``spec.defaults``.  Values: one of ``spec.choices[key]`` where
+    given; else by the default's type: a bool default takes ``True``/``False``, an
+    int default a positive int; a ``None`` default (``input_shape``) is the rule's to check.
     """
-    params = inspect.signature(spec.cls.__init__).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    valid = set(params) - {"self", "model", "loss_fn", "seed"} | set(spec.defaults)
-    unknown = sorted(set(options) - valid)
+    unknown = sorted(set(options) - set(spec.defaults))
     if unknown:
         raise ValueError(f"rule {spec.name!r}: unknown option(s) {unknown}; valid options: "
-                         f"{', '.join(sorted(valid)) or 'none'}")
+                         f"{', '.join(sorted(spec.defaults)) or 'none (it takes no options)'}")
+    for key, value in options.items():
+        default, choices = spec.defaults[key], spec.choices.get(key)
+        if choices is not None and (not isinstance(value, str) or value not in choices):
+            allowed = " or ".join(repr(c) for c in choices)
+            raise ValueError(f"rule {spec.name!r}: {key}={value!r}; choose {allowed}")
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ValueError(f"rule {spec.name!r}: {key}={value!r}; choose True or False")
+        if (isinstance(default, int) and not isinstance(default, bool)
+                and (isinstance(value, bool) or not isinstance(value, int) or value < 1)):
+            raise ValueError(f"rule {spec.name!r}: {key}={value!r}; choose a positive integer")
+
+
+def fill_doc(**texts: str) -> Callable[[type], type]:
+    """Class decorator: each ``{key}`` in the docstring becomes ``texts[key]``.
+
+    The one docstring-templating helper: shared Args text lives once, as module
+    constants of the family's module (``feedback._COMMON_ARGS``, ``direct._ARGS``).
+    """
+
+    def decorate(cls: type) -> type:
+        doc = cls.__doc__
+        for key, text in texts.items():
+            doc = doc.replace("{" + key + "}", text)
+        cls.__doc__ = doc
+        return cls
+
+    return decorate
 
 
 def rule_generator_seed(seed: int) -> int:
@@ -271,6 +294,3 @@ def xavier_std(weight_shape: torch.Size) -> float:
     fan_out, fan_in = weight_shape[0] * receptive, weight_shape[1] * receptive
     return math.sqrt(2.0 / (fan_in + fan_out))
 
-
-def named_trainable(model: nn.Module) -> Iterator[tuple[str, Tensor]]:
-    return ((n, p) for n, p in model.named_parameters() if p.requires_grad)

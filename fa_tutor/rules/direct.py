@@ -26,8 +26,8 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch import Tensor, nn
 
-from .base import (BatchShapeError, Rule, batch_misfit, check_batch, misfit_message, register,
-                   rule_spec)
+from .base import (BatchShapeError, Rule, batch_misfit, check_batch, fill_doc, misfit_message,
+                   register, rule_spec)
 from .direct_pass import DirectFeedback, DirectPass, DirectPassMode
 from .intercept import find_layers
 
@@ -43,12 +43,7 @@ _ARGS = """model: an ``nn.Module`` built from ``nn.Linear``/``nn.Conv2d`` layers
             weights the rule cannot convert."""
 _INIT_ARG = """feedback_init: ``"zeros"`` (default, the reference code) or ``"random"``
             (the dfa draw)."""
-_INITS = ("zeros", "random")
 
-
-def fill_doc(cls: type) -> type:
-    cls.__doc__ = cls.__doc__.replace("{args}", _ARGS).replace("{init_arg}", _INIT_ARG)
-    return cls
 
 class DirectRule(Rule):
     """Shared machinery of dfa, dkp and fdfa; subclasses set how B starts and learns."""
@@ -57,18 +52,9 @@ class DirectRule(Rule):
     autograd_feedback: bool = False  # dkp: B's gradient comes out of DirectFeedback
 
     def __init__(self, model: nn.Module, *, loss_fn=None, seed: int | None = None,
-                 **options: Any):
+                 **options: Any):  # checked by make_rule against the registry's defaults
         super().__init__(model, loss_fn=loss_fn, seed=seed)
-        valid = rule_spec(self.name).defaults
-        unknown = sorted(set(options) - set(valid))
-        if unknown:
-            raise ValueError(f"rule {self.name!r}: unknown option(s) {unknown}; "
-                             f"valid options: {', '.join(sorted(valid))}")
-        self.options = {**valid, **options}
-        init = self.options.get("feedback_init", "random")
-        if init not in _INITS:
-            raise ValueError(f"rule {self.name!r}: feedback_init={init!r}; "
-                             f"choose one of: {', '.join(_INITS)}")
+        self.options = {**rule_spec(self.name).defaults, **options}
         self.layers = find_layers(model, rule=self.name, unsupported=self.options["unsupported"])
         self._checked = False
         shape = self._input_shape()
@@ -207,11 +193,12 @@ class DirectRule(Rule):
 
 FAMILY = "direct feedback"
 DEFAULTS = {"input_shape": None, "unsupported": "error"}
+CHOICES = {"unsupported": ("error", "warn"), "feedback_init": ("zeros", "random")}
 
 
-@register("dfa", family=FAMILY, learned_feedback=False, defaults=DEFAULTS,
+@register("dfa", family=FAMILY, learned_feedback=False, defaults=DEFAULTS, choices=CHOICES,
           summary="fixed random feedback from the output error to each hidden layer (Nøkland)")
-@fill_doc
+@fill_doc(args=_ARGS)
 class DirectFeedbackAlignment(DirectRule):
     r"""Direct feedback alignment: a fixed random matrix sends the output error to each layer.
 
@@ -252,9 +239,9 @@ class DirectFeedbackAlignment(DirectRule):
 
 
 @register("dkp", family=FAMILY, learned_feedback=True,
-          defaults={**DEFAULTS, "feedback_init": "zeros"},
+          defaults={**DEFAULTS, "feedback_init": "zeros"}, choices=CHOICES,
           summary="direct feedback learned like a direct forward weight (Webster et al.)")
-@fill_doc
+@fill_doc(args=_ARGS, init_arg=_INIT_ARG)
 class DirectKolenPollack(DirectRule):
     r"""Direct Kolen–Pollack: each B learns the update of a direct output weight.
 

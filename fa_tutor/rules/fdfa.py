@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import torch
 
-from .base import register
-from .direct import DEFAULTS, FAMILY, DirectRule, fill_doc
+from .base import fill_doc, register
+from .direct import _ARGS, _INIT_ARG, CHOICES, DEFAULTS, FAMILY, DirectRule
 from .direct_pass import DirectPass
 
 
 @register("fdfa", family=FAMILY, learned_feedback=True, stochastic=True,
-          defaults={**DEFAULTS, "feedback_init": "zeros"},
+          defaults={**DEFAULTS, "feedback_init": "zeros"}, choices=CHOICES,
           summary="DFA whose B tracks a forward-mode estimate of ∂y/∂h_l (Bacho & Chu)")
-@fill_doc
+@fill_doc(args=_ARGS, init_arg=_INIT_ARG)
 class ForwardDirectFeedbackAlignment(DirectRule):
     r"""Forward DFA: B follows forward-gradient estimates of ∂y/∂h_l (a moving average under SGD).
 

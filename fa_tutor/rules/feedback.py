@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .base import Rule, check_batch, register, rule_spec, xavier_std
+from .base import Rule, check_batch, fill_doc, register, rule_spec, xavier_std
 from .intercept import (FeedbackConv2d, FeedbackLinear, Layer, WeightOpMode,
                         find_layers)
 
@@ -36,16 +36,8 @@ _COMMON_ARGS = """model: an ``nn.Module`` built from ``nn.Linear``/``nn.Conv2d``
             rule cannot convert raises ``ValueError``; ``"warn"``: it warns, and
             that layer keeps its exact gradient."""
 DEFAULTS: dict[str, Any] = {"unsupported": "error"}
+CHOICES: dict[str, tuple] = {"unsupported": ("error", "warn")}
 FAMILY = "layer-wise feedback"
-
-
-def fill_args(cls: type, **more: str) -> type:
-    """Put the shared Args text (and ``more``: ``{key}`` -> text) into the class docstring."""
-    doc = cls.__doc__.replace("{common_args}", _COMMON_ARGS)
-    for key, text in more.items():
-        doc = doc.replace("{" + key + "}", text)
-    cls.__doc__ = doc
-    return cls
 
 
 def feedback_of(feedback: dict[str, Tensor], layer: Layer, W: Tensor) -> Tensor:
@@ -89,18 +81,9 @@ class LayerwiseFeedbackRule(Rule):
     """
 
     def __init__(self, model: nn.Module, *, loss_fn=None, seed: int | None = None,
-                 **options: Any):
+                 **options: Any):  # checked by make_rule against the registry's defaults
         super().__init__(model, loss_fn=loss_fn, seed=seed)
-        valid = {**DEFAULTS, **rule_spec(self.name).defaults}
-        unknown = sorted(set(options) - set(valid))
-        if unknown:
-            raise ValueError(f"rule {self.name!r}: unknown option(s) {unknown}; "
-                             f"valid options: {', '.join(sorted(valid))}")
-        self.options = {**valid, **options}
-        for key, value in self.options.items():
-            if isinstance(valid[key], bool) and not isinstance(value, bool):
-                raise ValueError(
-                    f"rule {self.name!r}: {key}={value!r}; choose True or False")
+        self.options = {**rule_spec(self.name).defaults, **options}
         self.layers = find_layers(model, rule=self.name,
                                   unsupported=self.options["unsupported"])
         with torch.no_grad():
@@ -145,9 +128,9 @@ class LayerwiseFeedbackRule(Rule):
         return loss
 
 
-@register("fa", family=FAMILY, defaults=DEFAULTS,
+@register("fa", family=FAMILY, defaults=DEFAULTS, choices=CHOICES,
           summary="fixed random feedback B (Lillicrap et al. 2016)")
-@fill_args
+@fill_doc(common_args=_COMMON_ARGS)
 class FeedbackAlignment(LayerwiseFeedbackRule):
     r"""Feedback alignment: a fixed random matrix carries the error backwards.
 
@@ -186,9 +169,9 @@ class FeedbackAlignment(LayerwiseFeedbackRule):
         return self.xavier_uniform(W)
 
 
-@register("adafa", family=FAMILY, defaults=DEFAULTS,
+@register("adafa", family=FAMILY, defaults=DEFAULTS, choices=CHOICES,
           summary="feedback fixed at the initial weights, B = W(0)")
-@fill_args
+@fill_doc(common_args=_COMMON_ARGS)
 class AdaptiveFeedbackAlignment(LayerwiseFeedbackRule):
     r"""adaFA: feedback alignment whose fixed B starts equal to the forward weights.
 
@@ -224,9 +207,9 @@ class AdaptiveFeedbackAlignment(LayerwiseFeedbackRule):
         return W.clone()
 
 
-@register("kp", family=FAMILY, defaults=DEFAULTS, learned_feedback=True,
+@register("kp", family=FAMILY, defaults=DEFAULTS, choices=CHOICES, learned_feedback=True,
           summary="Kolen–Pollack: B gets W's update and weight decay")
-@fill_args
+@fill_doc(common_args=_COMMON_ARGS)
 class KolenPollack(LayerwiseFeedbackRule):
     r"""Kolen–Pollack: B gets the same update (and weight decay) as W, so they meet.
 

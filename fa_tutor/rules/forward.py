@@ -30,23 +30,11 @@ from .intercept import _CONV2D, _LINEAR, Layer, find_layers
 from .noise import gaussian
 from .tracking import Activation, ActivityMode, is_relu
 
-PERTURBATIONS = ("independent", "shared")
+PERTURBATIONS = ("independent", "shared")  # the perturbation option's choices
 #: the layers that couple the examples of a batch (training mode)
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
                nn.LazyBatchNorm1d, nn.LazyBatchNorm2d, nn.LazyBatchNorm3d)
 Credit = Callable[[str, Tensor], Tensor]
-
-
-def check_options(rule: str, perturbation: str, num_tangents: int, extra: dict) -> None:
-    """ValueError naming a bad option value and the valid choices."""
-    if extra:
-        raise ValueError(f"rule {rule!r}: unknown option(s) {sorted(extra)}; "
-                         "valid options: perturbation, num_tangents")
-    if perturbation not in PERTURBATIONS:
-        raise ValueError(f"perturbation={perturbation!r}; choose one of: "
-                         f"{', '.join(PERTURBATIONS)}")
-    if isinstance(num_tangents, bool) or not isinstance(num_tangents, int) or num_tangents < 1:
-        raise ValueError(f"num_tangents={num_tangents!r}; choose a positive integer")
 
 
 class PerturbMode(ActivityMode):
@@ -211,7 +199,8 @@ def readout_names(model: nn.Module) -> set[str]:
 
 @register("fg_w", family="forward gradient", stochastic=True,
           summary="weight-perturbed forward gradient (Baydin et al.): g = (∇L·v) v",
-          defaults={"perturbation": "shared", "num_tangents": 1, "exact_readout": True})
+          defaults={"perturbation": "shared", "num_tangents": 1, "exact_readout": True},
+          choices={"perturbation": PERTURBATIONS})
 class ForwardGradientWeights(Rule):
     r"""Weight-perturbed forward gradient: one JVP along a random direction of all parameters.
 
@@ -260,12 +249,8 @@ class ForwardGradientWeights(Rule):
     """
 
     def __init__(self, model: nn.Module, *, loss_fn=None, seed: int | None = None,
-                 perturbation: str = "shared", num_tangents: int = 1, exact_readout: bool = True,
-                 **extra: Any):
-        super().__init__(model, loss_fn=loss_fn, seed=seed)
-        check_options("fg_w", perturbation, num_tangents, extra)
-        if not isinstance(exact_readout, bool):
-            raise ValueError(f"exact_readout={exact_readout!r}; choose True or False")
+                 perturbation: str = "shared", num_tangents: int = 1, exact_readout: bool = True):
+        super().__init__(model, loss_fn=loss_fn, seed=seed)  # options: checked by make_rule
         self.options = {"perturbation": perturbation, "num_tangents": num_tangents,
                         "exact_readout": exact_readout}
         self.readout = readout_names(model) if exact_readout else set()
@@ -325,7 +310,8 @@ class ForwardGradientWeights(Rule):
 
 @register("fg_a", family="forward gradient", stochastic=True,
           summary="activity-perturbed forward gradient (Ren et al.): ĝ_z = (∇_z L·u) u, local W",
-          defaults={"perturbation": "independent", "num_tangents": 1})
+          defaults={"perturbation": "independent", "num_tangents": 1},
+          choices={"perturbation": PERTURBATIONS})
 class ForwardGradientActivities(Rule):
     r"""Activity-perturbed forward gradient: perturb every hidden pre-activation at once.
 
@@ -371,9 +357,8 @@ class ForwardGradientActivities(Rule):
     """
 
     def __init__(self, model: nn.Module, *, loss_fn=None, seed: int | None = None,
-                 perturbation: str = "independent", num_tangents: int = 1, **extra: Any):
-        super().__init__(model, loss_fn=loss_fn, seed=seed)
-        check_options("fg_a", perturbation, num_tangents, extra)
+                 perturbation: str = "independent", num_tangents: int = 1):
+        super().__init__(model, loss_fn=loss_fn, seed=seed)  # options: checked by make_rule
         self.options = {"perturbation": perturbation, "num_tangents": num_tangents}
         self.layers = find_layers(model, rule="fg_a")
         self._all_seen = False  # checked after the first forward pass with a graph

@@ -25,7 +25,6 @@ layer in registration order.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -34,7 +33,7 @@ from torch import Tensor, nn
 
 from .base import Rule, check_batch, register
 from .dual import tangent
-from .forward import (PerturbMode, accumulate, activity_grads, check_options,
+from .forward import (PERTURBATIONS, PerturbMode, accumulate, activity_grads,
                       directional_derivatives, write_grads)
 from .feedback import feedback_of
 from .intercept import FeedbackConv2d, FeedbackLinear, Layer, WeightOpMode, find_layers
@@ -46,11 +45,8 @@ class LocalRule(Rule):
 
     needs: tuple[str, ...] = ("local_losses",)
 
-    def __init__(self, model: nn.Module, *, loss_fn=None, seed: int | None = None,
-                 **extra: Any):
-        super().__init__(model, loss_fn=loss_fn, seed=seed)
-        if extra:
-            raise ValueError(f"rule {self.name!r} takes no options, got {sorted(extra)}")
+    def __init__(self, model: nn.Module, *, loss_fn=None, seed: int | None = None):
+        super().__init__(model, loss_fn=loss_fn, seed=seed)  # options: checked by make_rule
         missing = [m for m in self.needs if not callable(getattr(model, m, None))]
         if missing:
             raise ValueError(f"rule {self.name!r} needs a model with {', '.join(missing)} "
@@ -159,10 +155,8 @@ class LocalFeedbackAlignment(LocalRule):
     """
 
     def __init__(self, model: nn.Module, *, loss_fn=None, seed: int | None = None,
-                 released_heads: bool = False, **extra: Any):
-        super().__init__(model, loss_fn=loss_fn, seed=seed, **extra)
-        if not isinstance(released_heads, bool):
-            raise ValueError(f"released_heads={released_heads!r}; choose True or False")
+                 released_heads: bool = False):
+        super().__init__(model, loss_fn=loss_fn, seed=seed)
         self.options = {"released_heads": released_heads}
         self.layers = find_layers(model, rule="lg_fa")
         for layer in self.layers:
@@ -190,13 +184,9 @@ class LocalForwardGradient(LocalRule):
     activity = True
 
     def __init__(self, model: nn.Module, *, loss_fn=None, seed: int | None = None,
-                 perturbation: str | None = None, num_tangents: int = 1, **extra: Any):
+                 perturbation: str | None = None, num_tangents: int = 1):
         super().__init__(model, loss_fn=loss_fn, seed=seed)
         perturbation = perturbation or ("independent" if self.activity else "shared")
-        check_options(self.name, perturbation, num_tangents, extra)
-        if not self.activity and perturbation != "shared":
-            raise ValueError(f"rule {self.name!r}: perturbation={perturbation!r}; weight "
-                             "perturbation is shared by the batch, choose 'shared'")
         self.options = {"perturbation": perturbation, "num_tangents": num_tangents}
         self.layers = find_layers(model, rule=self.name)
         body = set(model.local_layers())
@@ -248,7 +238,8 @@ class LocalForwardGradient(LocalRule):
 
 @register("lg_fg_a", family="local loss", needs_local_losses=True, stochastic=True,
           summary="activity-perturbed forward gradient of the local losses (Ren et al.)",
-          defaults={"perturbation": "independent", "num_tangents": 1})
+          defaults={"perturbation": "independent", "num_tangents": 1},
+          choices={"perturbation": PERTURBATIONS})
 class LocalForwardGradientActivities(LocalForwardGradient):
     r"""LG-FG-A: perturb every body pre-activation, pair each unit with its own local loss.
 
@@ -291,7 +282,8 @@ class LocalForwardGradientActivities(LocalForwardGradient):
 
 @register("lg_fg_w", family="local loss", needs_local_losses=True, stochastic=True,
           summary="weight-perturbed forward gradient of the local losses (Ren et al.)",
-          defaults={"perturbation": "shared", "num_tangents": 1})
+          defaults={"perturbation": "shared", "num_tangents": 1},
+          choices={"perturbation": ("shared",)})  # a weight is shared by the batch
 class LocalForwardGradientWeights(LocalForwardGradient):
     r"""LG-FG-W: perturb every body weight (shared by the batch), pair rows with their losses.
 

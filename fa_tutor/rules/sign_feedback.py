@@ -14,16 +14,12 @@ import torch
 from torch import Tensor, nn
 
 from ._torch_compat import version
-from .base import register, xavier_std
-from .feedback import DEFAULTS, FAMILY, LayerwiseFeedbackRule, fill_args
+from .base import fill_doc, register, xavier_std
+from .feedback import _COMMON_ARGS, CHOICES, DEFAULTS, FAMILY, LayerwiseFeedbackRule
 
 _SCALE_ARG = r"""scale: ``True`` (default): :math:`c_l` is the layer's Xavier std
             :math:`\sqrt{2/(\text{fan\_in}+\text{fan\_out})}` (biotorch's uSF);
             ``False``: :math:`c_l = 1`, the theory's sign-FA."""
-
-
-def _fill_sign_args(cls: type) -> type:
-    return fill_args(cls, scale_arg=_SCALE_ARG)
 
 
 class _SignFeedback(LayerwiseFeedbackRule):
@@ -70,9 +66,9 @@ class _SignFeedback(LayerwiseFeedbackRule):
             self._write_feedback()
 
 
-@register("usf", family=FAMILY, defaults={**DEFAULTS, "scale": True},
+@register("usf", family=FAMILY, defaults={**DEFAULTS, "scale": True}, choices=CHOICES,
           summary="sign feedback B = c·sign(W), recomputed every step")
-@_fill_sign_args
+@fill_doc(common_args=_COMMON_ARGS, scale_arg=_SCALE_ARG)
 class UniformSignFeedback(_SignFeedback):
     r"""Sign symmetry (uSF): the feedback has the forward weights' signs only.
 
@@ -112,9 +108,9 @@ class UniformSignFeedback(_SignFeedback):
         return xavier_std(W.shape) if self.options["scale"] else 1.0
 
 
-@register("frsf", family=FAMILY, defaults=DEFAULTS,
+@register("frsf", family=FAMILY, defaults=DEFAULTS, choices=CHOICES,
           summary="fixed random magnitudes with the signs of W")
-@_fill_sign_args
+@fill_doc(common_args=_COMMON_ARGS)
 class FixedRandomSignFeedback(_SignFeedback):
     r"""Fixed-random-magnitude sign feedback (frSF): fixed random sizes, W's signs.
 
@@ -151,9 +147,9 @@ class FixedRandomSignFeedback(_SignFeedback):
         return self.xavier_uniform(W).abs_()  # |B_l^(0)|, drawn once
 
 
-@register("brsf", family=FAMILY, defaults=DEFAULTS,
+@register("brsf", family=FAMILY, defaults=DEFAULTS, choices=CHOICES,
           summary="random magnitudes redrawn every step, signs of W")
-@_fill_sign_args
+@fill_doc(common_args=_COMMON_ARGS)
 class BatchRandomSignFeedback(_SignFeedback):
     r"""Batch-random-magnitude sign feedback (brSF): new random sizes every step.
 

@@ -18,7 +18,7 @@ def _mlp(data: Dataset, hidden=(256,), activation="leaky_relu", bias=True) -> nn
     return models.MLP(data.in_features, list(hidden), data.num_classes, activation=activation, bias=bias)
 
 
-def _named(cls_name: str, **fixed) -> Callable[..., nn.Module]:
+def _named(cls_name: str) -> Callable[..., nn.Module]:
     def build(data: Dataset, **options) -> nn.Module:
         cls = getattr(models, cls_name)
         channels = data.feature_shape[0]
