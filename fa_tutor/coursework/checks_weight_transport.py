@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ..rules.intercept import FeedbackLinear
+from ..rules.feedback import FeedbackLinear
 from .registry import CheckFailed, check, require
 
 Backward = Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]

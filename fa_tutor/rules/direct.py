@@ -4,11 +4,11 @@ Each hidden layer gets the output error :math:`e = \partial L/\partial y` throug
 own :math:`B_l`: :math:`\delta_l \leftarrow (B_l^\top e) \odot f'(a_l)`; the output
 layer gets its true gradient. The rules differ only in :math:`B_l`.
 
-Mechanism (no hooks, no model copy; :mod:`.direct_pass`): a ``DirectPassMode`` keeps
+Mechanism (no hooks, no model copy): a ``DirectPassMode`` (:mod:`.direct_pass`) keeps
 each hidden activity :math:`h_l = f(a_l)` and cuts the graph after it; one Function on
-the logits, ``DirectFeedback``, sends :math:`e` to the output layer and :math:`e B_l`
-to each kept :math:`h_l`; autograd carries it through the layer's own activation and
-normalization to its weights.
+the logits, ``DirectFeedback`` (below), sends :math:`e` to the output layer and
+:math:`e B_l` to each kept :math:`h_l`; autograd carries it through the layer's own
+activation and normalization to its weights.
 
 :math:`B_l` has shape ``(*out_shape, *hidden_shape)`` (``(K, *hidden_shape)`` for
 ``(N, K)`` logits), known only after a forward pass: the rule runs one dry pass (eval
@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from .base import (BatchShapeError, Rule, batch_misfit, check_batch, fill_doc, misfit_message,
                    register, rule_spec)
-from .direct_pass import DirectFeedback, DirectPass, DirectPassMode
+from .direct_pass import DirectPass, DirectPassMode
 from .intercept import find_layers
 
 _ARGS = """model: an ``nn.Module`` built from ``nn.Linear``/``nn.Conv2d`` layers whose last
@@ -43,6 +43,41 @@ _ARGS = """model: an ``nn.Module`` built from ``nn.Linear``/``nn.Conv2d`` layers
             weights the rule cannot convert."""
 _INIT_ARG = """feedback_init: ``"zeros"`` (default, the reference code) or ``"random"``
             (the dfa draw)."""
+
+
+class DirectFeedback(torch.autograd.Function):
+    r"""Identity on the logits; backward: ``∂y ← e``, ``∂h_l ← e B_l``, ``∂B_l ← eᵀh_l``.
+
+    Called as ``DirectFeedback.apply(y, B_1, …, B_k, h_1, …, h_k)``. The output
+    layer sees the true error; each hidden activity :math:`h_l` gets the error
+    projected through :math:`B_l`. The gradient for :math:`B_l` (computed only
+    when :math:`B_l` requires grad, i.e. dkp) is the one a direct forward weight
+    from :math:`h_l` to :math:`y` would get.
+    """
+
+    @staticmethod
+    def forward(y: Tensor, *tensors: Tensor) -> Tensor:
+        return y.view_as(y)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        ctx.k = (len(inputs) - 1) // 2
+        ctx.save_for_backward(*inputs[1:])
+
+    @staticmethod
+    def backward(ctx: Any, e: Tensor):  # e: (N, *out_shape)
+        Bs, hs = ctx.saved_tensors[:ctx.k], ctx.saved_tensors[ctx.k:]
+        e2 = e.flatten(1)  # (N, K)
+        grad_B, grad_h = [], []
+        for i, (B, h) in enumerate(zip(Bs, hs)):
+            B2 = B.reshape(e2.shape[1], -1)  # (K, n_l)
+            # DFA: B_l where backprop would use the chain of weights above h_l
+            grad_h.append((e2 @ B2).view_as(h))  # (N, *hidden)
+            if ctx.needs_input_grad[1 + i]:  # dkp: a direct weight's gradient
+                grad_B.append((e2.mT @ h.flatten(1)).view_as(B))  # (K, n_l)
+            else:
+                grad_B.append(None)
+        return (e, *grad_B, *grad_h)  # the output layer gets the true error
 
 
 class DirectRule(Rule):

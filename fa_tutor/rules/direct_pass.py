@@ -3,14 +3,13 @@ r"""The forward pass of the direct rules (dfa, dkp, fdfa): cut after each hidden
 :class:`DirectPassMode` (an :class:`~fa_tutor.rules.tracking.ActivityMode`) finds each
 hidden activity :math:`h_l = f(a_l)`, keeps it and hands the rest of the network
 ``h_l.detach()`` (a graph cut: no backward from layer :math:`l+1` into :math:`l`); for
-fdfa it also perturbs the activity's tangent with :math:`u_l`.  :class:`DirectFeedback`,
-one Function on the logits, then sends :math:`e` to the output layer and :math:`e B_l`
-to each kept :math:`h_l`.
+fdfa it also perturbs the activity's tangent with :math:`u_l`.  The rule's backward,
+``DirectFeedback`` in :mod:`.direct`, then sends :math:`e` to the output layer and
+:math:`e B_l` to each kept :math:`h_l`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -21,41 +20,6 @@ from .dual import written_out_dual
 from .intercept import Layer
 from .noise import gaussian
 from .tracking import Activation, ActivityMode
-
-
-class DirectFeedback(torch.autograd.Function):
-    r"""Identity on the logits; backward: ``∂y ← e``, ``∂h_l ← e B_l``, ``∂B_l ← eᵀh_l``.
-
-    Called as ``DirectFeedback.apply(y, B_1, …, B_k, h_1, …, h_k)``. The output
-    layer sees the true error; each hidden activity :math:`h_l` gets the error
-    projected through :math:`B_l`. The gradient for :math:`B_l` (computed only
-    when :math:`B_l` requires grad, i.e. dkp) is the one a direct forward weight
-    from :math:`h_l` to :math:`y` would get.
-    """
-
-    @staticmethod
-    def forward(y: Tensor, *tensors: Tensor) -> Tensor:
-        return y.view_as(y)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
-        ctx.k = (len(inputs) - 1) // 2
-        ctx.save_for_backward(*inputs[1:])
-
-    @staticmethod
-    def backward(ctx: Any, e: Tensor):  # e: (N, *out_shape)
-        Bs, hs = ctx.saved_tensors[:ctx.k], ctx.saved_tensors[ctx.k:]
-        e2 = e.flatten(1)  # (N, K)
-        grad_B, grad_h = [], []
-        for i, (B, h) in enumerate(zip(Bs, hs)):
-            B2 = B.reshape(e2.shape[1], -1)  # (K, n_l)
-            # DFA: B_l where backprop would use the chain of weights above h_l
-            grad_h.append((e2 @ B2).view_as(h))  # (N, *hidden)
-            if ctx.needs_input_grad[1 + i]:  # dkp: a direct weight's gradient
-                grad_B.append((e2.mT @ h.flatten(1)).view_as(B))  # (K, n_l)
-            else:
-                grad_B.append(None)
-        return (e, *grad_B, *grad_h)  # the output layer gets the true error
 
 
 class DirectPassMode(ActivityMode):

@@ -9,23 +9,24 @@ the layer below goes through a feedback tensor :math:`B_l` (the shape of
     \nabla_{W_l} \leftarrow \delta_l h_{l-1}^\top .
 
 The rules differ only in how :math:`B_l` is made (``init_feedback``) and
-whether it follows :math:`W_l` (``update_feedback``).  The model is never
-converted: while a rule runs the forward pass, a ``WeightOpMode`` hands every
-``F.linear``/``F.conv2d`` call on a converted weight to
-``FeedbackLinear``/``FeedbackConv2d`` together with that layer's :math:`B_l`.
+whether it follows :math:`W_l` (``update_feedback``).  The backward itself is
+here: ``FeedbackLinear``/``FeedbackConv2d``, whose input gradient uses
+:math:`B_l`.  The model is never converted: while a rule runs the forward pass,
+a ``WeightOpMode`` (:mod:`.intercept`) hands every ``F.linear``/``F.conv2d``
+call on a converted weight to them together with that layer's :math:`B_l`.
 """
 from __future__ import annotations
 
 import abc
-
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._torch_compat import cache_forward_signature, conv2d_backward
 from .base import Rule, check_batch, fill_doc, register, rule_spec, xavier_std
-from .intercept import (FeedbackConv2d, FeedbackLinear, Layer, WeightOpMode,
-                        find_layers)
+from .intercept import Layer, WeightOpMode, as_pair, find_layers
 
 #: Shared Args text of every layer-wise rule docstring.
 _COMMON_ARGS = """model: an ``nn.Module`` built from ``nn.Linear``/``nn.Conv2d``
@@ -38,6 +39,108 @@ _COMMON_ARGS = """model: an ``nn.Module`` built from ``nn.Linear``/``nn.Conv2d``
 DEFAULTS: dict[str, Any] = {"unsupported": "error"}
 CHOICES: dict[str, tuple] = {"unsupported": ("error", "warn")}
 FAMILY = "layer-wise feedback"
+
+
+# -----------------------------------------------------------------------------
+# The functional core: a weight layer whose input gradient uses B instead of W.
+# -----------------------------------------------------------------------------
+class FeedbackLinear(torch.autograd.Function):
+    r"""``y = x Wᵀ + b``; backward: ``∂x ← δ B`` (B replaces W), ``∂W ← δᵀx`` exact.
+
+    Works for any input rank ``(..., in)``, with ``torch.func`` (``jvp``, ``vmap``).
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor, W: Tensor, b: Tensor | None, B: Tensor) -> Tensor:
+        return F.linear(x, W, b)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        x, W, b, B = inputs
+        ctx.save_for_backward(x, B)
+        ctx.save_for_forward(x, W)
+        ctx.has_bias = b is not None
+
+    @staticmethod
+    def backward(ctx: Any, delta: Tensor):  # delta: (..., out)
+        x, B = ctx.saved_tensors
+        grad_x = grad_W = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = delta @ B  # (..., in)  the rule: B where backprop uses W
+        d2 = delta.reshape(-1, delta.shape[-1])  # (N, out), any leading dims
+        if ctx.needs_input_grad[1]:
+            grad_W = d2.mT @ x.reshape(-1, x.shape[-1])  # (out, in)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = d2.sum(0)  # (out,)
+        return grad_x, grad_W, grad_b, None
+
+    @staticmethod
+    def jvp(ctx: Any, x_t: Tensor | None, W_t: Tensor | None, b_t: Tensor | None, B_t: Any) -> Tensor:
+        x, W = ctx.saved_tensors
+        out = torch.zeros(())
+        if x_t is not None:
+            out = out + F.linear(x_t, W)
+        if W_t is not None:
+            out = out + F.linear(x, W_t)
+        if b_t is not None:
+            out = out + b_t
+        return out
+
+
+class FeedbackConv2d(torch.autograd.Function):
+    r"""``y = conv2d(x, W) + b``; backward: ``∂x ← conv2dᵀ(δ, B)`` (B replaces W), ``∂W`` exact.
+
+    ``padding`` must be numeric here (string paddings are resolved by the caller).
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, W, b, B, stride, padding, dilation, groups):
+        return F.conv2d(x, W, b, stride, padding, dilation, groups)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, W, b, B, stride, padding, dilation, groups = inputs
+        ctx.save_for_backward(x, B)
+        ctx.save_for_forward(x, W)
+        ctx.conv = (stride, padding, dilation, groups)
+        ctx.bias_sizes = None if b is None else [b.shape[0]]
+
+    @staticmethod
+    def backward(ctx, delta):
+        x, B = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.conv
+        need = ctx.needs_input_grad
+        # One fused kernel: the input gradient is computed with B (the rule), the weight
+        # gradient from δ and x only (it never reads the weight values), as in backprop.
+        grad_x, grad_W, grad_b = conv2d_backward(
+            delta, x, B, ctx.bias_sizes is not None, as_pair(stride), as_pair(padding),
+            as_pair(dilation), groups,
+            [need[0], need[1], ctx.bias_sizes is not None and need[2]],
+        )
+        return grad_x, grad_W, grad_b, None, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, x_t, W_t, b_t, B_t, *_):
+        x, W = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.conv
+        out = torch.zeros(())
+        if x_t is not None:
+            out = out + F.conv2d(x_t, W, None, stride, padding, dilation, groups)
+        if W_t is not None:
+            out = out + F.conv2d(x, W_t, None, stride, padding, dilation, groups)
+        if b_t is not None:
+            out = out + b_t[:, None, None]
+        return out
+
+
+# torch.autograd.Function.apply inspects the signature of forward on every call; caching
+# it removes ~40 µs of Python overhead per layer per step.
+for _fn in (FeedbackLinear, FeedbackConv2d):
+    cache_forward_signature(_fn)
 
 
 def feedback_of(feedback: dict[str, Tensor], layer: Layer, W: Tensor) -> Tensor:

@@ -1,10 +1,12 @@
-"""Run a model's weight layers through a rule's own backward path — without changing the model.
+"""Route a model's weight layers to a rule's own handlers — without changing the model.
 
 Layer-wise and direct rules never copy or convert the user's model.  While a
 rule computes its update, a :class:`WeightOpMode` (a ``TorchFunctionMode``) is
 active: every ``F.linear`` / ``F.conv2d`` call whose weight belongs to a
 converted layer is handed to the rule's handler, which returns the same forward
-value through an autograd Function whose backward is the rule's.  Outside that
+value through an autograd Function whose backward is the rule's (the Functions
+live with their rules: ``FeedbackLinear``/``FeedbackConv2d`` in :mod:`.feedback`,
+``DirectFeedback`` in :mod:`.direct`).  This module only routes.  Outside that
 context the model is plain PyTorch.  No module hooks, no re-created
 Parameters, any input rank, every Conv2d option (``padding_mode`` pads before
 ``F.conv2d`` is called, so it is handled for free).
@@ -26,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from ._torch_compat import cache_forward_signature, conv2d_backward, leaves_reachable
+from ._torch_compat import leaves_reachable
 
 log = logging.getLogger(__name__)
 
@@ -87,109 +89,8 @@ def find_layers(model: nn.Module, *, rule: str, unsupported: str = "error") -> l
     return layers
 
 
-# -----------------------------------------------------------------------------
-# The functional core: a weight layer whose input gradient uses B instead of W.
-# -----------------------------------------------------------------------------
-class FeedbackLinear(torch.autograd.Function):
-    r"""``y = x Wᵀ + b``; backward: ``∂x ← δ B`` (B replaces W), ``∂W ← δᵀx`` exact.
-
-    Works for any input rank ``(..., in)``, with ``torch.func`` (``jvp``, ``vmap``).
-    """
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x: Tensor, W: Tensor, b: Tensor | None, B: Tensor) -> Tensor:
-        return F.linear(x, W, b)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
-        x, W, b, B = inputs
-        ctx.save_for_backward(x, B)
-        ctx.save_for_forward(x, W)
-        ctx.has_bias = b is not None
-
-    @staticmethod
-    def backward(ctx: Any, delta: Tensor):  # delta: (..., out)
-        x, B = ctx.saved_tensors
-        grad_x = grad_W = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = delta @ B  # (..., in)  the rule: B where backprop uses W
-        d2 = delta.reshape(-1, delta.shape[-1])  # (N, out), any leading dims
-        if ctx.needs_input_grad[1]:
-            grad_W = d2.mT @ x.reshape(-1, x.shape[-1])  # (out, in)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = d2.sum(0)  # (out,)
-        return grad_x, grad_W, grad_b, None
-
-    @staticmethod
-    def jvp(ctx: Any, x_t: Tensor | None, W_t: Tensor | None, b_t: Tensor | None, B_t: Any) -> Tensor:
-        x, W = ctx.saved_tensors
-        out = torch.zeros(())
-        if x_t is not None:
-            out = out + F.linear(x_t, W)
-        if W_t is not None:
-            out = out + F.linear(x, W_t)
-        if b_t is not None:
-            out = out + b_t
-        return out
-
-
-class FeedbackConv2d(torch.autograd.Function):
-    r"""``y = conv2d(x, W) + b``; backward: ``∂x ← conv2dᵀ(δ, B)`` (B replaces W), ``∂W`` exact.
-
-    ``padding`` must be numeric here (string paddings are resolved by the caller).
-    """
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x, W, b, B, stride, padding, dilation, groups):
-        return F.conv2d(x, W, b, stride, padding, dilation, groups)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        x, W, b, B, stride, padding, dilation, groups = inputs
-        ctx.save_for_backward(x, B)
-        ctx.save_for_forward(x, W)
-        ctx.conv = (stride, padding, dilation, groups)
-        ctx.bias_sizes = None if b is None else [b.shape[0]]
-
-    @staticmethod
-    def backward(ctx, delta):
-        x, B = ctx.saved_tensors
-        stride, padding, dilation, groups = ctx.conv
-        need = ctx.needs_input_grad
-        # One fused kernel: the input gradient is computed with B (the rule), the weight
-        # gradient from δ and x only (it never reads the weight values), as in backprop.
-        grad_x, grad_W, grad_b = conv2d_backward(
-            delta, x, B, ctx.bias_sizes is not None, _pair(stride), _pair(padding),
-            _pair(dilation), groups,
-            [need[0], need[1], ctx.bias_sizes is not None and need[2]],
-        )
-        return grad_x, grad_W, grad_b, None, None, None, None, None
-
-    @staticmethod
-    def jvp(ctx, x_t, W_t, b_t, B_t, *_):
-        x, W = ctx.saved_tensors
-        stride, padding, dilation, groups = ctx.conv
-        out = torch.zeros(())
-        if x_t is not None:
-            out = out + F.conv2d(x_t, W, None, stride, padding, dilation, groups)
-        if W_t is not None:
-            out = out + F.conv2d(x, W_t, None, stride, padding, dilation, groups)
-        if b_t is not None:
-            out = out + b_t[:, None, None]
-        return out
-
-
-# torch.autograd.Function.apply inspects the signature of forward on every call; caching
-# it removes ~40 µs of Python overhead per layer per step.
-for _fn in (FeedbackLinear, FeedbackConv2d):
-    cache_forward_signature(_fn)
-
-
-def _pair(v: Any) -> list[int]:
+def as_pair(v: Any) -> list[int]:
+    """An int or pair of ints (a conv option) as a list of two ints."""
     return [v, v] if isinstance(v, int) else list(v)
 
 
@@ -216,7 +117,7 @@ def resolve_padding(x: Tensor, W: Tensor, padding: Any, stride: Any, dilation: A
     if padding != "same":
         raise ValueError(f"conv padding {padding!r}; choose 'same', 'valid' or numbers")
     pads, sym = [], []
-    for k, d in zip(W.shape[2:], _pair(dilation)):
+    for k, d in zip(W.shape[2:], as_pair(dilation)):
         total = d * (k - 1)
         sym.append(total // 2)
         pads.append(total - 2 * (total // 2))

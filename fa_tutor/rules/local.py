@@ -35,28 +35,23 @@ from .base import Rule, check_batch, register
 from .dual import tangent
 from .forward import (PERTURBATIONS, PerturbMode, accumulate, activity_grads,
                       directional_derivatives, write_grads)
-from .feedback import feedback_of
-from .intercept import FeedbackConv2d, FeedbackLinear, Layer, WeightOpMode, find_layers
+from .feedback import FeedbackConv2d, FeedbackLinear, feedback_of
+from .intercept import Layer, WeightOpMode, find_layers
 from .noise import gaussian
 
 
-class LocalRule(Rule):
-    """Shared checks: the model must speak the local-loss protocol."""
-
-    needs: tuple[str, ...] = ("local_losses",)
-
-    def __init__(self, model: nn.Module, *, loss_fn=None, seed: int | None = None):
-        super().__init__(model, loss_fn=loss_fn, seed=seed)  # options: checked by make_rule
-        missing = [m for m in self.needs if not callable(getattr(model, m, None))]
-        if missing:
-            raise ValueError(f"rule {self.name!r} needs a model with {', '.join(missing)} "
-                             f"(the local-loss protocol of fa_tutor.rules.local, e.g. "
-                             f"LocalMixer); {type(model).__name__} has none")
+def check_protocol(rule: Rule, needs: tuple[str, ...] = ("local_losses",)) -> None:
+    """The shared check of the ``lg_*`` rules: the model speaks the local-loss protocol."""
+    missing = [m for m in needs if not callable(getattr(rule.model, m, None))]
+    if missing:
+        raise ValueError(f"rule {rule.name!r} needs a model with {', '.join(missing)} "
+                         f"(the local-loss protocol of fa_tutor.rules.local, e.g. "
+                         f"LocalMixer); {type(rule.model).__name__} has none")
 
 
 @register("lg_bp", family="local loss", needs_local_losses=True,
           summary="backprop inside each block on its local losses, stop-gradient between blocks")
-class LocalBackprop(LocalRule):
+class LocalBackprop(Rule):
     r"""LG-BP: backprop of the local losses, with a stop-gradient between blocks.
 
     .. math::
@@ -81,6 +76,10 @@ class LocalBackprop(LocalRule):
 
     Taught in: {ref}`local-losses`.
     """
+
+    def __init__(self, model: nn.Module, *, loss_fn=None, seed: int | None = None):
+        super().__init__(model, loss_fn=loss_fn, seed=seed)
+        check_protocol(self)
 
     def _compute_grads(self, x: Tensor, y: Tensor) -> Tensor:
         check_batch(x, y)
@@ -117,7 +116,7 @@ class _FixedFeedback(WeightOpMode):
 @register("lg_fa", family="local loss", needs_local_losses=True,
           summary="feedback alignment inside each block on its local losses",
           defaults={"released_heads": False})
-class LocalFeedbackAlignment(LocalRule):
+class LocalFeedbackAlignment(Rule):
     r"""LG-FA: the local losses, with feedback alignment inside each block.
 
     .. math::
@@ -156,7 +155,8 @@ class LocalFeedbackAlignment(LocalRule):
 
     def __init__(self, model: nn.Module, *, loss_fn=None, seed: int | None = None,
                  released_heads: bool = False):
-        super().__init__(model, loss_fn=loss_fn, seed=seed)
+        super().__init__(model, loss_fn=loss_fn, seed=seed)  # options: checked by make_rule
+        check_protocol(self)
         self.options = {"released_heads": released_heads}
         self.layers = find_layers(model, rule="lg_fa")
         for layer in self.layers:
@@ -177,15 +177,15 @@ class LocalFeedbackAlignment(LocalRule):
         return out.loss
 
 
-class LocalForwardGradient(LocalRule):
+class LocalForwardGradient(Rule):
     """LG-FG-A / LG-FG-W: forward gradients of the local losses, one tangent per copy."""
 
-    needs = ("local_losses", "local_layers", "local_credit")
     activity = True
 
     def __init__(self, model: nn.Module, *, loss_fn=None, seed: int | None = None,
                  perturbation: str | None = None, num_tangents: int = 1):
-        super().__init__(model, loss_fn=loss_fn, seed=seed)
+        super().__init__(model, loss_fn=loss_fn, seed=seed)  # options: checked by make_rule
+        check_protocol(self, ("local_losses", "local_layers", "local_credit"))
         perturbation = perturbation or ("independent" if self.activity else "shared")
         self.options = {"perturbation": perturbation, "num_tangents": num_tangents}
         self.layers = find_layers(model, rule=self.name)
