@@ -116,7 +116,7 @@ def test_step_cost_quick_writes_contract_lines(tmp_path, monkeypatch) -> None:
     assert by_rule["bp"]["draw_share"] == 0.0 and by_rule["fa"]["draw_share"] == 0.0
     assert 0.0 < by_rule["fg_a"]["draw_share"] < 1.0
     m = by_rule["fg_a"]
-    assert m["ratio_without_draws"] == pytest.approx(m["ratio_to_bp"] * (1 - m["draw_share"]))
+    assert m["ratio_without_draws"] == pytest.approx(m["ratio_to_plain"] * (1 - m["draw_share"]))
 
 
 def test_draw_share_counts_only_random_ops() -> None:
@@ -319,6 +319,31 @@ def test_step_cost_tables_read_ratios_and_draw_shares() -> None:
     assert draws.loc["fg_a", ("draws (% of step)", "lenet")] == 50.0
     assert draws.loc["fg_a", ("ratio without draws", "mlp")] == 1.2
     assert report.step_cost_draws(df.drop(columns="draw_share")).empty  # older lines
+    assert table.attrs["reference"] == "ratio_to_bp"
+
+
+def test_step_cost_tables_use_the_plain_pytorch_reference_when_measured() -> None:
+    rows = [("bp", "mlp", 1.05, 1.0), ("fa", "mlp", 1.12, 1.07), ("dfa", "mlp", 1.04, 0.99)]
+    df = pd.DataFrame(rows, columns=["rule", "model", "ratio_to_plain", "ratio_to_bp"])
+    df["target"] = df.rule.map({"bp": 1.03, "fa": 1.10, "dfa": 1.05})
+    table = report.step_cost_table(df)
+    assert table.attrs["reference"] == "ratio_to_plain"
+    assert table.loc["fa", "mlp"] == 1.12 and not table.loc["fa", "within target"]
+    assert not table.loc["bp", "within target"]  # the wrapper's 5 % is over its 3 %
+    assert table.loc["dfa", "within target"]
+
+
+def test_step_cost_times_plain_pytorch_in_the_same_rounds(monkeypatch) -> None:
+    """A quick step-cost cell reports ratio_to_plain beside ratio_to_bp, consistently."""
+    from fa_tutor.bench.experiments import step_cost
+
+    cell = next(c for c in EXPERIMENTS["step-cost"].cells(True) if c.model == "mlp")
+    monkeypatch.setattr(step_cost, "available_rules", lambda: ["bp", "fa"])
+    out = dict(step_cost.measure(cell, "cpu", None))
+    for name, m in out.items():
+        assert m["ratio_to_plain"] == pytest.approx(m["seconds_per_step"] / m["plain_seconds"])
+        assert m["ratio_to_plain"] > 0 and m["ratio_to_bp"] > 0
+    assert out["bp"]["ratio_to_bp"] == 1.0 and out["bp"]["target"] == 1.03
 
 
 def test_localmixer_fashion_cells_are_labelled_substituted_with_a_note() -> None:

@@ -315,21 +315,36 @@ def grid_table(experiment: str, quick: bool = False) -> pd.DataFrame:
                          for k, v in values.items() if k not in drop])
 
 
+def step_cost_reference(df: pd.DataFrame) -> str:
+    """The ratio column step-cost lines are read by: ``ratio_to_plain`` (the step over plain
+    PyTorch backprop) where the lines have it, else ``ratio_to_bp`` (lines measured before
+    the plain reference existed)."""
+    if "ratio_to_plain" in df and df["ratio_to_plain"].notna().any():
+        return "ratio_to_plain"
+    return "ratio_to_bp"
+
+
 def step_cost_table(df: pd.DataFrame) -> pd.DataFrame:
-    """step-cost results: seconds/step ratio to bp per rule (rows) and model (columns).
+    """step-cost results: seconds/step ratio per rule (rows) and model (columns), to plain
+    PyTorch backprop (or, for older lines, to the bp rule; ``attrs["reference"]`` says which).
 
     Adds each rule's ``target`` and ``within target`` (every measured model at or
     under it); rules a model cannot run are blank for that model.
     """
     if df.empty or "ratio_to_bp" not in df:
         return pd.DataFrame()
-    ok = df.dropna(subset=["ratio_to_bp"])
-    table = ok.pivot_table(index="rule", columns="model", values="ratio_to_bp", aggfunc="median")
+    ref = step_cost_reference(df)
+    ok = df.dropna(subset=[ref])
+    table = ok.pivot_table(index="rule", columns="model", values=ref, aggfunc="median")
     table["target"] = ok.groupby("rule")["target"].first()
     models = [c for c in table.columns if c != "target"]
-    table["within target"] = (table[models].max(axis=1) <= table["target"]) | (
-        table.index == "bp")
-    return table.round(3)
+    within = table[models].max(axis=1) <= table["target"]
+    if ref == "ratio_to_bp":  # bp over itself is 1 by construction
+        within |= table.index == "bp"
+    table["within target"] = within
+    table = table.round(3)
+    table.attrs["reference"] = ref
+    return table
 
 
 def step_cost_draws(df: pd.DataFrame) -> pd.DataFrame:
@@ -337,10 +352,11 @@ def step_cost_draws(df: pd.DataFrame) -> pd.DataFrame:
     ratio with the draws taken out (``ratio × (1 − share)``), per model; empty if not measured."""
     if df.empty or "draw_share" not in df:
         return pd.DataFrame()
-    ok = df.dropna(subset=["ratio_to_bp", "draw_share"])
+    ref = step_cost_reference(df)
+    ok = df.dropna(subset=[ref, "draw_share"])
     drawing = ok.groupby("rule")["draw_share"].max() > 0.01
     ok = ok[ok.rule.isin(drawing[drawing].index)].assign(draw_pct=lambda d: 100 * d.draw_share)
-    values = {"ratio_to_bp": "ratio", "draw_pct": "draws (% of step)",
+    values = {ref: "ratio", "draw_pct": "draws (% of step)",
               "ratio_without_draws": "ratio without draws"}
     table = ok.pivot_table(index="rule", columns="model", values=list(values), aggfunc="median")
     return table.rename(columns=values, level=0).round(2)
