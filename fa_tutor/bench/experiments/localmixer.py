@@ -65,6 +65,8 @@ SUBSTITUTE_NOTE = {
 }
 #: Fig. 7: the number of groups G of M/1/G, LG-FG-A on mnist5k
 GROUP_COUNTS = [1, 2, 4, 8, 16]
+#: FG-W's readout exact, written out so a line says which FG-W it ran (the default since)
+RULE_OPTIONS = {"fg_w": {"exact_readout": True}}
 GROUP_SEEDS = [0, 1]
 BASE = RunConfig(model="localmixer", optimizer="sgd", lr=0.1, momentum=0.0, weight_decay=1e-4,
                  schedule="step", milestones=(100, 150), gamma=0.1, epochs=200,
@@ -84,6 +86,7 @@ def cells(quick: bool) -> list[Cell]:
         for p in grid(rule=RULES, seed=pick(seeds, quick)):
             cfg = BASE.replace(rule=p["rule"], seed=p["seed"], dataset=dataset,
                                model_options={"config": mixer},
+                               rule_options=RULE_OPTIONS.get(p["rule"], {}),
                                data_options={**data, **(QUICK_DATA if quick else {})},
                                **(QUICK if quick else {}))
             note = SUBSTITUTE_NOTE.get(dataset)
