@@ -5,7 +5,8 @@ kp) and :mod:`.sign_feedback` (usf, frsf, brsf); direct feedback :mod:`.direct`
 (dfa, dkp) and :mod:`.fdfa` (fdfa), both on the cut forward pass of
 :mod:`.direct_pass`; :mod:`.forward` (fg_w, fg_a); :mod:`.local` (lg_bp, lg_fa,
 lg_fg_w, lg_fg_a).  Shared machinery: :mod:`.base` (the Rule interface and
-registry), :mod:`.intercept` (weight ops with a rule's backward), :mod:`.tracking`
+registry), :mod:`.intercept` (routes weight ops to a rule's handlers; each family's
+backward lives in its own module), :mod:`.tracking`
 (finding each layer's activity), :mod:`.dual` (forward-mode tangents of the
 normalizations), :mod:`.noise` (the stochastic rules' Gaussian draws), :mod:`._torch_compat`
 (every private torch API used, each with its fallback; none is imported by ``import fa_tutor``).

@@ -139,8 +139,9 @@ _CONV2D = F.conv2d
 class WeightOpMode(TorchFunctionMode):
     """While active, ``F.linear``/``F.conv2d`` on a converted weight call ``self.linear``/``self.conv2d``.
 
-    Subclasses (direct rules, activity perturbation) extend ``__torch_function__``
-    to watch other operations; the default handlers compute the plain op.
+    Subclasses (``_FeedbackMode``, ``lg_fa``'s) override the handlers; the
+    defaults compute the plain op.  ``tracking.ActivityMode`` shares these
+    methods and :func:`route` without subclassing.
     """
 
     def __init__(self, layers: list[Layer]):
@@ -156,23 +157,7 @@ class WeightOpMode(TorchFunctionMode):
         return F.conv2d(x, W, b, stride, padding, dilation, groups)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is _LINEAR:
-            W = args[1] if len(args) > 1 else kwargs["weight"]
-            layer = self.layers.get(id(W))
-            if layer is not None:
-                self.seen.add(layer.name)
-                x = args[0] if args else kwargs["input"]
-                b = args[2] if len(args) > 2 else kwargs.get("bias")
-                return self.linear(layer, x, W, b)
-        elif func is _CONV2D:
-            x, W, b, stride, padding, dilation, groups = conv_args(args, kwargs)
-            layer = self.layers.get(id(W))
-            if layer is not None:
-                self.seen.add(layer.name)
-                x, padding = resolve_padding(x, W, padding, stride, dilation)
-                return self.conv2d(layer, x, W, b, stride, padding, dilation, groups)
-        return func(*args, **kwargs)
+        return route(self, func, args, kwargs or {})
 
     def check_all_seen(self, rule: str, outputs: list[Tensor],
                        required: set[str] | frozenset = frozenset()) -> bool:
@@ -205,3 +190,27 @@ class WeightOpMode(TorchFunctionMode):
             )
         return True
 
+
+def route(mode: Any, func: Any, args: tuple, kwargs: dict) -> Any:
+    """``F.linear``/``F.conv2d`` on a converted weight -> ``mode.linear``/``mode.conv2d``.
+
+    The routing of every mode here (``WeightOpMode``, ``tracking.ActivityMode``):
+    ``mode`` has ``layers`` (id of a weight -> Layer), ``seen`` and the two
+    handlers; anything else runs unchanged.
+    """
+    if func is _LINEAR:
+        W = args[1] if len(args) > 1 else kwargs["weight"]
+        layer = mode.layers.get(id(W))
+        if layer is not None:
+            mode.seen.add(layer.name)
+            x = args[0] if args else kwargs["input"]
+            b = args[2] if len(args) > 2 else kwargs.get("bias")
+            return mode.linear(layer, x, W, b)
+    elif func is _CONV2D:
+        x, W, b, stride, padding, dilation, groups = conv_args(args, kwargs)
+        layer = mode.layers.get(id(W))
+        if layer is not None:
+            mode.seen.add(layer.name)
+            x, padding = resolve_padding(x, W, padding, stride, dilation)
+            return mode.conv2d(layer, x, W, b, stride, padding, dilation, groups)
+    return func(*args, **kwargs)

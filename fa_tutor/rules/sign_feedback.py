@@ -7,7 +7,6 @@ every step (brsf).
 """
 from __future__ import annotations
 
-import abc
 from typing import Any
 
 import torch
@@ -16,60 +15,54 @@ from torch import Tensor, nn
 from ._torch_compat import version
 from .base import fill_doc, register, xavier_std
 from .feedback import _COMMON_ARGS, CHOICES, DEFAULTS, FAMILY, LayerwiseFeedbackRule
+from .intercept import Layer
 
 _SCALE_ARG = r"""scale: ``True`` (default): :math:`c_l` is the layer's Xavier std
             :math:`\sqrt{2/(\text{fan\_in}+\text{fan\_out})}` (biotorch's uSF);
             ``False``: :math:`c_l = 1`, the theory's sign-FA."""
 
 
-class _SignFeedback(LayerwiseFeedbackRule):
+class SignedFeedback:
     """B_l = M_l ⊙ sign(W_l), rewritten in place whenever W_l or M_l changed.
 
-    ``self.magnitude[name]`` is M_l: the scalar c_l (usf) or a tensor (frsf,
-    brsf). Only ``out=`` ops write B, so this also runs inside ``torch.func``
+    The part usf, frsf and brsf share (each rule owns one, ``rule.signs``):
+    ``magnitude[name]`` is M_l, the scalar c_l (usf) or a tensor (frsf, brsf).
+    Only ``out=`` ops write B, so this also runs inside ``torch.func``
     transforms; skipping the write while nothing changed keeps graphs that
     saved B valid.
     """
 
-    def __init__(self, model: nn.Module, **kwargs: Any):
-        super().__init__(model, **kwargs)
-        self.magnitude: dict[str, Tensor | float] = {
-            k: self.init_magnitude(B) for k, B in self.feedback.items()}
+    def __init__(self, layers: list[Layer], feedback: dict[str, Tensor],
+                 magnitude: dict[str, Tensor | float]):
+        self.layers, self.feedback, self.magnitude = layers, feedback, magnitude
         with torch.no_grad():
-            self._write_feedback()
+            self.write()
 
-    def init_feedback(self, W: Tensor) -> Tensor:
-        return torch.empty_like(W)  # filled by _write_feedback
-
-    @abc.abstractmethod
-    def init_magnitude(self, W: Tensor) -> Tensor | float:
-        """M_l of B_l = M_l ⊙ sign(W_l): a scalar c_l (usf) or a tensor (frsf, brsf)."""
-
-    def _versions(self) -> list[tuple[int, int]] | None:
+    def versions(self) -> list[tuple[int, int]] | None:
         """In-place version counters of every W_l and M_l; None: unknown (rewrite B)."""
         magnitudes = (self.magnitude[l.weight_name] for l in self.layers)
         versions = [(version(l.weight), version(M) if isinstance(M, Tensor) else 0)
                     for l, M in zip(self.layers, magnitudes)]
         return None if any(None in v for v in versions) else versions
 
-    def _write_feedback(self) -> None:
+    def write(self) -> None:
         for layer in self.layers:
             name = layer.weight_name
             B, M = self.feedback[name], self.magnitude[name]
             torch.sign(layer.weight, out=B)  # (out, in, ...), no new tensor
             torch.mul(B, M, out=B)  # B ← M ⊙ sign(W)
-        self._written = self._versions()
+        self.written = self.versions()
 
-    def update_feedback(self, new_step: bool) -> None:
-        current = self._versions()
-        if new_step or current is None or current != self._written:  # else B is current
-            self._write_feedback()
+    def update(self, new_step: bool) -> None:
+        current = self.versions()
+        if new_step or current is None or current != self.written:  # else B is current
+            self.write()
 
 
 @register("usf", family=FAMILY, defaults={**DEFAULTS, "scale": True}, choices=CHOICES,
           summary="sign feedback B = c·sign(W), recomputed every step")
 @fill_doc(common_args=_COMMON_ARGS, scale_arg=_SCALE_ARG)
-class UniformSignFeedback(_SignFeedback):
+class UniformSignFeedback(LayerwiseFeedbackRule):
     r"""Sign symmetry (uSF): the feedback has the forward weights' signs only.
 
     .. math::
@@ -104,14 +97,25 @@ class UniformSignFeedback(_SignFeedback):
     Taught in: {ref}`fa-family`.
     """
 
+    def __init__(self, model: nn.Module, **options: Any):
+        super().__init__(model, **options)
+        self.magnitude = {k: self.init_magnitude(B) for k, B in self.feedback.items()}
+        self.signs = SignedFeedback(self.layers, self.feedback, self.magnitude)
+
+    def init_feedback(self, W: Tensor) -> Tensor:
+        return torch.empty_like(W)  # written by self.signs
+
     def init_magnitude(self, W: Tensor) -> float:
         return xavier_std(W.shape) if self.options["scale"] else 1.0
+
+    def update_feedback(self, new_step: bool) -> None:
+        self.signs.update(new_step)  # B ← M_l ⊙ sign(W_l): every step, or W_l changed
 
 
 @register("frsf", family=FAMILY, defaults=DEFAULTS, choices=CHOICES,
           summary="fixed random magnitudes with the signs of W")
 @fill_doc(common_args=_COMMON_ARGS)
-class FixedRandomSignFeedback(_SignFeedback):
+class FixedRandomSignFeedback(LayerwiseFeedbackRule):
     r"""Fixed-random-magnitude sign feedback (frSF): fixed random sizes, W's signs.
 
     .. math::
@@ -143,14 +147,25 @@ class FixedRandomSignFeedback(_SignFeedback):
     Taught in: {ref}`fa-family`.
     """
 
+    def __init__(self, model: nn.Module, **options: Any):
+        super().__init__(model, **options)
+        self.magnitude = {k: self.init_magnitude(B) for k, B in self.feedback.items()}
+        self.signs = SignedFeedback(self.layers, self.feedback, self.magnitude)
+
+    def init_feedback(self, W: Tensor) -> Tensor:
+        return torch.empty_like(W)  # written by self.signs
+
     def init_magnitude(self, W: Tensor) -> Tensor:
         return self.xavier_uniform(W).abs_()  # |B_l^(0)|, drawn once
+
+    def update_feedback(self, new_step: bool) -> None:
+        self.signs.update(new_step)  # B ← M_l ⊙ sign(W_l): every step, or W_l changed
 
 
 @register("brsf", family=FAMILY, defaults=DEFAULTS, choices=CHOICES,
           summary="random magnitudes redrawn every step, signs of W")
 @fill_doc(common_args=_COMMON_ARGS)
-class BatchRandomSignFeedback(_SignFeedback):
+class BatchRandomSignFeedback(LayerwiseFeedbackRule):
     r"""Batch-random-magnitude sign feedback (brSF): new random sizes every step.
 
     .. math::
@@ -181,6 +196,14 @@ class BatchRandomSignFeedback(_SignFeedback):
     Taught in: {ref}`fa-family`.
     """
 
+    def __init__(self, model: nn.Module, **options: Any):
+        super().__init__(model, **options)
+        self.magnitude = {k: self.init_magnitude(B) for k, B in self.feedback.items()}
+        self.signs = SignedFeedback(self.layers, self.feedback, self.magnitude)
+
+    def init_feedback(self, W: Tensor) -> Tensor:
+        return torch.empty_like(W)  # written by self.signs
+
     def init_magnitude(self, W: Tensor) -> Tensor:
         return self.xavier_uniform(W).abs_()
 
@@ -188,4 +211,4 @@ class BatchRandomSignFeedback(_SignFeedback):
         if new_step:  # brSF: fresh |R_l|, drawn into the same tensors
             for M in self.magnitude.values():
                 self.xavier_uniform(M, out=M).abs_()
-        super().update_feedback(new_step)
+        self.signs.update(new_step)  # B ← |R_l| ⊙ sign(W_l)

@@ -22,9 +22,10 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.overrides import TorchFunctionMode
 
 from ._torch_compat import weak_id_key_dict
-from .intercept import _CONV2D, _LINEAR, Layer, WeightOpMode
+from .intercept import _CONV2D, _LINEAR, Layer, WeightOpMode, route
 
 #: activation functions as the mode sees them (Python-level F.* and tensor methods)
 ACTIVATIONS: frozenset = frozenset({
@@ -61,13 +62,25 @@ def _out_of_place(func: Any, args: tuple, kwargs: dict) -> tuple[Any, tuple, dic
     return func, args, kwargs
 
 
-class ActivityMode(WeightOpMode):
-    """Tags each converted layer's output and calls :meth:`hidden` where its activation is applied."""
+class ActivityMode(TorchFunctionMode):
+    """Tags each converted layer's output and calls :meth:`hidden` where its activation is applied.
+
+    It routes the weight ops exactly as ``WeightOpMode`` does (the same methods and
+    :func:`~fa_tutor.rules.intercept.route`), without subclassing it, so that the
+    modes built on it are one level below it, two below ``TorchFunctionMode``.
+    """
 
     def __init__(self, layers: list[Layer]):
-        super().__init__(layers)
+        super().__init__()
+        self.layers = {id(l.weight): l for l in layers}
+        self.seen: set[str] = set()
         self.tags = weak_id_key_dict()  # tensor -> [Layer, ...], keys held weakly
         self.order: list[str] = []  # hidden layers in the order their activity formed
+
+    # the weight-op handlers (overridden by the modes built on this one) and the check
+    linear = WeightOpMode.linear
+    conv2d = WeightOpMode.conv2d
+    check_all_seen = WeightOpMode.check_all_seen
 
     # -- to override ------------------------------------------------------------
     def hidden(self, layers: list[Layer], z: Tensor, act: Activation) -> Tensor:
@@ -108,7 +121,7 @@ class ActivityMode(WeightOpMode):
                 args = (x, *args[1:]) if args else args
                 if not args:
                     kwargs = {**kwargs, "input": x}
-            out = super().__torch_function__(func, types, args, kwargs)
+            out = route(self, func, args, kwargs)
             W = args[1] if len(args) > 1 else kwargs["weight"]
             layer = self.layers.get(id(W))
             if layer is not None and isinstance(out, Tensor):
