@@ -38,12 +38,16 @@ class SignedFeedback:
         with torch.no_grad():
             self.write()
 
-    def versions(self) -> list[tuple[int, int]] | None:
-        """In-place version counters of every W_l and M_l; None: unknown (rewrite B)."""
+    def versions(self) -> list[tuple[int | None, int | None]]:
+        """In-place version counters of every W_l and M_l (None: unknown, see changed)."""
         magnitudes = (self.magnitude[l.weight_name] for l in self.layers)
-        versions = [(version(l.weight), version(M) if isinstance(M, Tensor) else 0)
-                    for l, M in zip(self.layers, magnitudes)]
-        return None if any(None in v for v in versions) else versions
+        return [(version(l.weight), version(M) if isinstance(M, Tensor) else 0)
+                for l, M in zip(self.layers, magnitudes)]
+
+    def changed(self) -> bool:
+        """Whether a W_l or M_l changed since B was written (always, if torch cannot tell)."""
+        current = self.versions()
+        return current != self.written or current[0][0] is None
 
     def write(self) -> None:
         for layer in self.layers:
@@ -54,8 +58,7 @@ class SignedFeedback:
         self.written = self.versions()
 
     def update(self, new_step: bool) -> None:
-        current = self.versions()
-        if new_step or current is None or current != self.written:  # else B is current
+        if new_step or self.changed():  # else B is current
             self.write()
 
 
