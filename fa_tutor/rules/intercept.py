@@ -172,6 +172,8 @@ class WeightOpMode(TorchFunctionMode):
         seen whatever the graph.  Returns whether the check could be made: False
         when a layer was not seen and the outputs carry no autograd graph (a pass
         under ``torch.no_grad()``), so the rule checks again on its next pass.
+        Known gap: a *frozen* weight (``requires_grad=False``) used that way leaves
+        no leaf in the graph and is not detected.
         """
         missing = [l for l in self.layers.values() if l.name not in self.seen]
         if not missing:
