@@ -238,3 +238,15 @@ def test_options_are_checked_against_the_declared_defaults(name):
             continue  # a None default: the rule checks the value (input_shape)
         with pytest.raises(ValueError, match=match):
             ft.make_rule(name, build(model_name), **{key: bad})
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name,model_name", CASES)
+def test_step_on_cuda_writes_cuda_grads(name, model_name):
+    model = build(model_name).cuda()
+    x, y = batch(model_name)
+    rule = ft.make_rule(name, model, seed=0)
+    loss = rule.step(x.cuda(), y.cuda())
+    assert loss.is_cuda and torch.isfinite(loss)
+    for n, p in model.named_parameters():
+        assert p.grad is not None and p.grad.is_cuda and torch.isfinite(p.grad).all(), n
