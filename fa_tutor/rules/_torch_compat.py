@@ -4,7 +4,7 @@ The rules use a few torch internals for speed or for information no public API
 gives.  They live here, and nowhere else, so that a rename in a new torch release
 breaks one small module (and its tests in ``tests/test_torch_compat.py``), never
 ``import fa_tutor``: nothing private is imported at import time, and each use falls
-back to a public API (same values) or raises an error naming the torch version.
+back to a public API (same values; the tests check each fallback against the fast path).
 
 Tested with torch 2.14.1; the declared floor is torch 2.5 (``torch.OutOfMemoryError``).
 """
@@ -19,7 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-TORCH = torch.__version__.split("+")[0]
+# Use the private API where torch has it; tests switch each off to check its fallback.
+_USE_ATEN = True  # torch.ops.aten.convolution_backward
+_USE_NODE_VARIABLE = True  # AccumulateGrad.variable
+_USE_VERSION = True  # Tensor._version
+_USE_TORCH_WEAK = True  # torch.utils.weak.WeakIdKeyDictionary
+_USE_NATIVE_LN = True  # torch.native_layer_norm
 
 #: ``torch.OutOfMemoryError`` (torch ≥ 2.5); before that only the CUDA one existed.
 OutOfMemoryError: type[BaseException] = getattr(torch, "OutOfMemoryError",
@@ -68,9 +73,6 @@ def conv2d_backward(delta: Tensor, x: Tensor, B: Tensor, has_bias: bool, stride:
     return op(delta, x, B, bias_sizes, stride, padding, dilation, False, [0, 0], groups, mask)
 
 
-_USE_ATEN = True  # tests switch it off to check the public fallback
-
-
 def cache_forward_signature(fn: type) -> None:
     """Cache ``fn.forward``'s signature on it (``autograd.Function.apply`` inspects it
     on every call: ~40 µs per layer per step).  Plain Python: ``inspect.signature``
@@ -114,16 +116,10 @@ def leaves_reachable(outputs: list[Tensor], candidates: list[Tensor]) -> set[int
     return {id(c) for c, g in zip(wanted, grads) if g is not None}
 
 
-_USE_NODE_VARIABLE = True  # tests switch it off to check the public fallback
-
-
 def version(t: Any) -> int | None:
     """A tensor's in-place version counter (``Tensor._version``); None where unavailable
     (then the sign rules rewrite B on every forward: same values, one copy more)."""
     return getattr(t, "_version", None) if _USE_VERSION else None
-
-
-_USE_VERSION = True  # tests switch it off to check the fallback
 
 
 class _WeakIdKeyDict:
@@ -166,9 +162,6 @@ def weak_id_key_dict() -> Any:
     return WeakIdKeyDictionary() if _USE_TORCH_WEAK else _WeakIdKeyDict()
 
 
-_USE_TORCH_WEAK = True  # tests switch it off to check the fallback
-
-
 def layer_norm_with_stats(x: Tensor, normalized_shape: list[int], w: Tensor | None,
                           b: Tensor | None, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     """``(F.layer_norm(x), mean, rstd)`` in one kernel (``torch.native_layer_norm``);
@@ -181,5 +174,3 @@ def layer_norm_with_stats(x: Tensor, normalized_shape: list[int], w: Tensor | No
     rstd = torch.rsqrt(x.var(dims, unbiased=False, keepdim=True) + eps)
     return F.layer_norm(x, normalized_shape, w, b, eps), mean, rstd
 
-
-_USE_NATIVE_LN = True  # tests switch it off to check the fallback
