@@ -1,4 +1,4 @@
-"""lenet-cifar100-subsets and resnet18-tinyimagenet-subsets: Robertson & Koyejo's Tables 1 and 2.
+r"""lenet-cifar100-subsets and resnet18-tinyimagenet-subsets: Robertson & Koyejo's Tables 1 and 2.
 
 Random k-class subsets (k = 10, 25, 50) of CIFAR-100 (LeNet, 6 repetitions) and
 Tiny-ImageNet (ResNet-18, 4 repetitions), trained by FA, adaFA, sign-FA (uSF) and
