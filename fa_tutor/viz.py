@@ -123,16 +123,17 @@ def rerun(fn: Callable[..., Any], kwargs: dict[str, Any], button: Any = None) ->
 # --------------------------------------------------------------------------------------
 # Tables: one style for every results table of the book
 TABLE_CSS = """<style>
-table.fa-table {border-collapse: collapse; border: none; margin: 0.4em 0 1em; width: auto;
+table.ft-table {border-collapse: collapse; border: none; margin: 0.4em 0 1em; width: auto;
   max-width: 100%; font-size: 0.85em; table-layout: auto}
-table.fa-table caption {caption-side: top; text-align: left; font-weight: 600; padding-bottom: 0.3em}
-table.fa-table th, table.fa-table td {padding: 0.25em 0.65em; border: none; text-align: left;
+table.ft-table caption {caption-side: top; text-align: left; font-weight: 600; padding-bottom: 0.3em}
+table.ft-table th, table.ft-table td {padding: 0.25em 0.6em; border: none; text-align: left;
   vertical-align: top; border-bottom: 1px solid var(--pst-color-border, #ddd); background: none}
-table.fa-table thead th {vertical-align: bottom; font-weight: 600;
+table.ft-table thead th {vertical-align: bottom; font-weight: 600; white-space: normal;
   border-bottom: 1.5px solid var(--pst-color-text-muted, #555)}
-table.fa-table .num {text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums}
-table.fa-table td.key {white-space: nowrap}
-table.fa-table th.group {text-align: center; border-bottom: 1px solid var(--pst-color-border, #ddd)}
+table.ft-table .num {text-align: right; font-variant-numeric: tabular-nums}
+table.ft-table td.num, table.ft-table td.key {white-space: nowrap}
+table.ft-table.transposed td.key {white-space: normal}
+table.ft-table th.group {text-align: center; border-bottom: 1px solid var(--pst-color-border, #ddd)}
 </style>"""
 
 
@@ -182,10 +183,11 @@ class Table:
 
     def __init__(self, data: pd.DataFrame, parts: list[pd.DataFrame], formats: dict, digits: int,
                  keys: list[str], caption: str | None, decimals: int | str | None = None,
-                 groups: dict[str, tuple[str, str]] | None = None, repeat_keys: bool = True) -> None:
+                 groups: dict[str, tuple[str, str]] | None = None, repeat_keys: bool = True,
+                 transposed: bool = False) -> None:
         self.data, self.parts, self.formats, self.digits = data, parts, formats, digits
         self.keys, self.caption, self.decimals, self.groups = keys, caption, decimals, groups or {}
-        self.repeat_keys = repeat_keys
+        self.repeat_keys, self.transposed = repeat_keys, transposed
 
     def _format_of(self, df: pd.DataFrame, col: str) -> Any:
         if col in self.formats:
@@ -228,7 +230,8 @@ class Table:
                 f'<td class="{"num" if numeric[j] else "key" if cols[j] in self.keys else ""}">{text}</td>'
                 for j, (text, _) in enumerate(row)) + "</tr>" for row in cells)
         cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
-        return f'<table class="fa-table">{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+        kind = "ft-table transposed" if self.transposed else "ft-table"  # (not "fa-table": an icon class)
+        return f'<table class="{kind}">{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
     def _repr_html_(self) -> str:
         many = len(self.parts) > 1
@@ -310,4 +313,4 @@ def table(df: pd.DataFrame | pd.Series, labels: dict[str, str] | None = None, *,
         parts = [frame[[*keys, *values[i:i + split]]] for i in range(0, len(values), split)]
     else:
         parts = [frame]
-    return Table(frame, parts, formats, digits, keys, caption, decimals, groups, repeat_keys)
+    return Table(frame, parts, formats, digits, keys, caption, decimals, groups, repeat_keys, transpose)
