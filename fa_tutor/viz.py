@@ -150,15 +150,16 @@ def _decimals(values: list[float], digits: int) -> int | str:
 
 
 def _cell(value: Any, fmt: Any, digits: int) -> tuple[str, bool]:
-    """(text, is_number) of one cell; ``fmt`` is decimals (int), "e", a format string or a callable."""
+    """(text, is_number) of one cell (not yet HTML-escaped); ``fmt`` is decimals (int), "e", a
+    format string or a callable."""
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return "–", False
     if callable(fmt):
-        return html.escape(str(fmt(value))), isinstance(value, numbers.Number)
+        return str(fmt(value)), isinstance(value, numbers.Number)
     if isinstance(value, (bool, np.bool_)):
         return ("yes" if value else "no"), False
     if isinstance(fmt, str) and isinstance(value, numbers.Number):
-        return html.escape(fmt.format(value) if "{" in fmt else f"{value:{fmt}}"), True
+        return (fmt.format(value) if "{" in fmt else f"{value:{fmt}}"), True
     if isinstance(value, numbers.Integral):
         return f"{value:,}".replace(",", "\u2009"), True
     if isinstance(value, numbers.Real):
@@ -167,7 +168,7 @@ def _cell(value: Any, fmt: Any, digits: int) -> tuple[str, bool]:
         if fmt == "e" or fmt is None:  # (a format spec string was handled above)
             return f"{value:.{max(digits - 1, 1)}e}", True
         return f"{value:,.{fmt}f}".replace(",", "\u2009"), True
-    return html.escape(str(value)), bool(_NUMERIC_TEXT.match(str(value)))
+    return str(value), bool(_NUMERIC_TEXT.match(str(value)))
 
 
 #: text that reads as a number ("0.91 ± 0.05", "3 %", "1.2e-03"): aligned right like one
@@ -227,7 +228,7 @@ class Table:
                     + "</tr><tr>" + head)
         body = "".join(
             "<tr>" + "".join(
-                f'<td class="{"num" if numeric[j] else "key" if cols[j] in self.keys else ""}">{text}</td>'
+                f'<td class="{"num" if numeric[j] else "key" if cols[j] in self.keys else ""}">{html.escape(text)}</td>'
                 for j, (text, _) in enumerate(row)) + "</tr>" for row in cells)
         cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
         kind = "ft-table transposed" if self.transposed else "ft-table"  # (not "fa-table": an icon class)
@@ -252,8 +253,9 @@ def table(df: pd.DataFrame | pd.Series, labels: dict[str, str] | None = None, *,
     """One style for every results table of the book: no index column, short labels, rounded numbers.
 
     Args:
-        df: the table; a named index (or MultiIndex) becomes ordinary leading columns
-            (``index=False`` drops it), a default 0…N index is never shown.
+        df: the table; a named index (or MultiIndex, or labels) becomes ordinary leading
+            columns (``index=False`` drops it); an unnamed integer index (0…N, or the row
+            numbers a filter left) is never shown.
         labels: short column labels with units, ``{"test_error": "test error (%)"}``;
             applied after ``columns`` selects and orders the columns.
         formats: per (labelled) column: decimals (``2``), a format spec (``".1%"``, ``"{:.2f} s"``)
@@ -287,7 +289,9 @@ def table(df: pd.DataFrame | pd.Series, labels: dict[str, str] | None = None, *,
             flat.append(f"{top} {sub}".strip())
             groups[flat[-1]] = (top, sub)
         frame.columns = flat
-    has_index = not (isinstance(frame.index, pd.RangeIndex) and frame.index.names == [None])
+    # an unnamed integer index (0…N, or the row numbers left by a filter) carries no information
+    has_index = not (frame.index.nlevels == 1 and frame.index.name is None
+                     and pd.api.types.is_integer_dtype(frame.index.dtype))
     if has_index and index:
         frame.index.names = [n if n is not None else "" for n in frame.index.names]
         frame = frame.reset_index()
@@ -300,7 +304,13 @@ def table(df: pd.DataFrame | pd.Series, labels: dict[str, str] | None = None, *,
         frame = frame.rename(columns={k: v for k, v in labels.items() if k not in groups})
     formats = dict(formats or {})
     keys = list(keys) if keys is not None else list(frame.columns[:1])
-    if transpose:
+    if transpose:  # format each original column first: a row of the result keeps its own format
+        shown = Table(frame, [frame], formats, digits, keys, None, decimals)
+        for c in frame.columns:
+            if c not in keys:
+                fmt = shown._format_of(frame, c)
+                frame[c] = [_cell(v, fmt, digits)[0] for v in frame[c]]
+        formats = {}
         head = keys[0]
         frame = frame.set_index(head).T
         frame.index.name = ""

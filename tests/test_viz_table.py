@@ -64,3 +64,17 @@ def test_numbers_as_text_align_right() -> None:
     df = pd.DataFrame({"rule": ["bp"], "error": ["0.91 ± 0.05"], "note": ["diverged"]})
     html = viz.table(df)._repr_html_()
     assert '<td class="num">0.91 ± 0.05</td>' in html and '<td class="">diverged</td>' in html
+
+
+def test_transposed_rows_keep_their_own_format_and_text_is_escaped() -> None:
+    df = pd.DataFrame({"run": ["a", "b"], "loss increases": [0, 3], "cos": [0.99812, 0.5],
+                       "note": ["x < y", "–"]})
+    t = viz.table(df, transpose=True, decimals=3)
+    body = cells(t._repr_html_())
+    assert body == ["loss increases", "0", "3", "cos", "0.998", "0.500", "note", "x &lt; y", "–"]
+
+
+def test_row_numbers_left_by_a_filter_are_not_shown() -> None:
+    df = pd.DataFrame({"rule": ["bp", "fa", "dfa"], "error": [1.0, 2.0, 3.0]})
+    html = viz.table(df[df.error > 1])._repr_html_()
+    assert cells(html, "th") == ["rule", "error"] and cells(html)[0] == "fa"
