@@ -285,6 +285,27 @@ def test_published_numbers_are_data_with_sources() -> None:
     assert dict(zip(lgfga.metric, lgfga.value)) == {"test_error": 30.68, "train_error": 19.39}
 
 
+def test_published_tables_are_complete_and_keep_the_papers_stated_relations() -> None:
+    """Not the typed numbers again: the tables' shape, and relations the papers state in words
+    (which a mistyped number would break), checked against the transcribed values."""
+    bio = report.published("biotorch")
+    assert len(bio) == 6 * 2 and set(bio.rule) == {"bp", "fa", "usf", "brsf", "frsf", "dfa"}
+    fashion = bio[bio.dataset == "fashion_mnist"].set_index("rule").value
+    mnist = bio[bio.dataset == "mnist"].set_index("rule").value
+    assert (fashion > mnist).all()  # Fashion-MNIST is the harder data set for every rule
+    assert fashion.idxmin() == "bp" and fashion[["fa", "dfa"]].min() > fashion.drop(["fa", "dfa"]).max()
+    ren = report.published("ren2023")
+    assert len(ren) == 11 * 4 * 2  # 11 rules x 4 columns x (test, train)
+    test = ren[ren.metric == "test_error"].pivot(index="rule", columns="model", values="value")
+    train = ren[ren.metric == "train_error"].pivot(index="rule", columns="model", values="value")
+    assert (train.loc[["bp", "l_bp"], "localmixer S/1/1"] == 0).all()  # backprop fits MNIST
+    s11, m816 = test["localmixer S/1/1"], test["localmixer M/8/16"]
+    # one block and one group: local and global forward gradients are the same estimator
+    assert s11["fg_a"] == s11["lg_fg_a"] and s11["fg_w"] == s11["lg_fg_w"]
+    # the paper's headline: LG-FG-A beats backprop on CIFAR-10 while global FG fails
+    assert m816["lg_fg_a"] < m816["bp"] < m816["fg_a"]
+
+
 def test_status_counts_only_full_grid_results(tmp_path) -> None:
     st = report.status(["lenet-fashion-mnist"], out=tmp_path)
     assert st.cells.sum() == len(EXPERIMENTS["lenet-fashion-mnist"].cells(False))
