@@ -37,7 +37,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--virtual-time-budget=15000", "--enable-logging=stderr", "--v=0"]
 WIDTH = 1280
-MAX_SHOT_HEIGHT = 16_000  # px: longer pages are cut here (Chromium's largest screenshot is ~16k)
+MAX_SHOT_HEIGHT = 40_000  # px: a longer page is cut here
 CONSOLE_ERROR = re.compile(r"Uncaught|Failed to load resource|ERR_|TypeError|ReferenceError|SyntaxError")
 
 pytestmark = [
