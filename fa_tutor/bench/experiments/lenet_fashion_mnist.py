@@ -47,7 +47,7 @@ SELECTION_EPOCHS = 5
 #: a selection run is unstable if an epoch's mean train loss exceeds this × its first epoch's
 BLOWUP_FACTOR = 10.0
 #: the rates :func:`select_learning_rates` chose from the committed selection lines
-LEARNING_RATES: dict[str, float] = {"bp": 0.01, "fa": 0.001, "usf": 0.03, "brsf": 0.03, "frsf": 0.01}
+LEARNING_RATES: dict[str, float] = {"bp": 0.01, "fa": 0.001, "usf": 0.03, "brsf": 0.03, "frsf": 0.01, "dfa": 0.001, "adafa": 0.003, "kp": 0.003}
 SELECTION_NOTE = (f"Learning-rate selection: {SELECTION_EPOCHS} epochs on the 54k training "
                   "split, scored on the 6k validation split (best-validation epoch); not a "
                   "result to compare with the published 100-epoch errors.")
