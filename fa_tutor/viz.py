@@ -276,7 +276,13 @@ def table(df: pd.DataFrame | pd.Series, labels: dict[str, str] | None = None, *,
     Returns a :class:`Table` (its ``data`` is the DataFrame as shown).
 
     Example:
-        >>> ft.viz.table(df, {"test_error": "test error (%)"}, formats={"test error (%)": 2})
+        >>> import pandas as pd, fa_tutor as ft
+        >>> df = pd.DataFrame({"rule": ["bp", "fa"], "test_error": [9.2031, 13.06]})
+        >>> shown = ft.viz.table(df, {"test_error": "test error (%)"}, formats={"test error (%)": 2})
+        >>> list(shown.data.columns)  # no index column; the label with its unit
+        ['rule', 'test error (%)']
+        >>> '<td class="num">9.20</td>' in shown._repr_html_()  # rounded as told
+        True
     """
     frame = df.to_frame() if isinstance(df, pd.Series) else df.copy()
     labels = dict(labels or {})

@@ -66,7 +66,7 @@ def server():
 #: equation of the article against the text column, and the page's height; writes them as
 #: JSON into <body data-fa-layout>.  Tables and equations inside closed dropdowns have no
 #: width and are not measured.
-MEASURE_JS = """<script>
+MEASURE_JS = r"""<script>
 window.addEventListener("load", function () {
   var typeset = (window.MathJax && MathJax.startup && MathJax.startup.promise) || Promise.resolve();
   Promise.all([typeset, document.fonts.ready]).then(function () { setTimeout(function () {
