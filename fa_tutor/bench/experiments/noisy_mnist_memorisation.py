@@ -9,7 +9,8 @@ stalls at the first drop of the step size, so the claim is never tested.
 This experiment changes only what App. A leaves open to the schedule: the same
 networks, data (4,000 mnist5k digits, 20 % of the labels flipped per seed),
 initialisation, lr 0.05 and momentum 0.05, but a **constant** step size and
-**12,000** epochs. A pilot at width 200 (seed 0, constant lr, 6,000 epochs) reached
+**12,000** epochs. A pilot run by hand (not a committed result) at width 200 (seed 0,
+constant lr, 6,000 epochs) reached
 91.0 % train accuracy for GD and 84.3 % for FA, still rising, with the test
 accuracy falling from its peak (89.8 → 82.7 % for GD); at that rate twice the epochs
 should put every rule past :data:`MEMORISED` at the widest width, and the committed
