@@ -95,31 +95,34 @@ def _bench_list(args: argparse.Namespace) -> int:
 
 def _bench_run(args: argparse.Namespace) -> int:
     from .bench import get_experiment, run_experiment
-    from .bench.runner import (SweepError, fetch_hint, missing_data, output_dir, pending_cells,
-                               results_path)
+    from .bench.runner import (SweepError, fetch_hint, missing_data, output_dir, parse_only,
+                               pending_cells, results_path, select_cells)
 
-    total = len(get_experiment(args.name).cells(args.quick))
+    only = parse_only(args.only)
+    total = len(select_cells(args.name, get_experiment(args.name).cells(args.quick), only,
+                             quick=args.quick))
+    which = f"{total} selected" if only else f"{total}"
     out = output_dir(args.quick, args.out)
     path = results_path(args.name, out)
     if args.checkpoint_every is not None:  # for the cells, in this and in worker processes
         os.environ["FA_TUTOR_CHECKPOINT_EVERY"] = str(args.checkpoint_every)
-    if not pending_cells(args.name, quick=args.quick, out=out):
-        print(f"{args.name}: all {total} cells already done in {path} "
+    if not pending_cells(args.name, quick=args.quick, out=out, only=only):
+        print(f"{args.name}: all {which} cells already done in {path} "
               "(--out DIR runs them again elsewhere)")
         return 0
     try:
         lines = run_experiment(args.name, quick=args.quick, device=args.device, out=out,
                                limit=args.limit, workers=args.workers, ray_address=args.ray,
-                               retries=args.retries, threads=args.threads)
+                               retries=args.retries, threads=args.threads, only=only)
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         print(f"{args.name}: {len(err.new_lines)} new result line(s) in {path}; "
               "rerun to retry the rest")
         return 1
-    left = pending_cells(args.name, quick=args.quick, out=out)
+    left = pending_cells(args.name, quick=args.quick, out=out, only=only)
     need = missing_data(left)
     print(f"{args.name}: {len(lines)} new result line(s) in {path}"
-          + (f"; {len(left)} of {total} cells still to run" if left else "")
+          + (f"; {len(left)} of {which} cells still to run" if left else "")
           + (f", some needing data not on this machine: {fetch_hint(need)}" if need else ""))
     return 0
 
@@ -284,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", metavar="DIR", help="results directory (default: the repository's "
                    "results/, or the scratch folder for --quick)")
     r.add_argument("--limit", type=_number(int, 1), help="run at most this many cells")
+    r.add_argument("--only", action="append", metavar="KEY=VALUE[,VALUE...]",
+                   help="run only the cells with these values (rule, model, dataset, seed, scale "
+                   "or a setting, e.g. --only dataset=mnist5k --only mixer=S/1/1,M/1/16); repeatable")
     r.add_argument("--workers", type=_number(int, 1), default=1,
                    help="run cells in N local processes (one GPU each)")
     r.add_argument("--ray", metavar="ADDRESS", help="run cells on a Ray cluster ('auto', an address, "

@@ -433,3 +433,23 @@ def test_lr_selection_skips_unstable_runs_and_scores_on_validation() -> None:
              line("dkp", 1e-2, 95.0, [1.0], diverged_epoch=2.0),  # NaN later: never chosen
              line("dkp", 1e-3, 85.0, [1.0, 0.9])]
     assert select_learning_rates(lines) == {"dkp": 1e-3, "fa": 1e-3}
+
+
+def test_only_selects_cells_by_identity_and_setting_values() -> None:
+    from fa_tutor.bench.runner import parse_only, select_cells
+    cells = EXPERIMENTS["localmixer"].cells(False)
+    only = parse_only(["dataset=mnist5k", "mixer=S/1/1,M/1/16", "rule=fg_a,lg_fg_a"])
+    assert only == {"dataset": {"mnist5k"}, "mixer": {"S/1/1", "M/1/16"},
+                    "rule": {"fg_a", "lg_fg_a"}}
+    picked = select_cells("localmixer", cells, only)
+    assert len(picked) == 2 * 2 * 3  # mixers x rules x seeds: keys ANDed, values ORed
+    assert {(c.dataset, c.setting["mixer"], c.rule) for c in picked} == {
+        ("mnist5k", m, r) for m in ("S/1/1", "M/1/16") for r in ("fg_a", "lg_fg_a")}
+    assert select_cells("localmixer", cells, parse_only(["seed=2"])) == [
+        c for c in cells if c.seed == 2]
+    assert select_cells("localmixer", cells, {}) == cells
+    with pytest.raises(ValueError, match="no localmixer cell has that mixer; its values: M/1/16, "
+                       "M/8/16, S/1/1"):
+        select_cells("localmixer", cells, parse_only(["mixer=M/1/8"]))
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        parse_only(["mixer"])

@@ -233,6 +233,26 @@ def test_quick_runs_go_to_a_scratch_folder_and_a_finished_grid_says_so(tmp_path)
                                    "elsewhere)")
 
 
+def test_only_runs_the_selected_cells_and_a_typo_names_the_valid_values(tmp_path) -> None:
+    args = ["bench", "run", "estimator-variance", "--quick", "--out", "only", "--only", "rule=fa"]
+    proc = cli(tmp_path, *args)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == (
+        "estimator-variance: 1 new result line(s) in only/estimator-variance.jsonl")
+    rows = [json.loads(line) for line in (tmp_path / "only" / "estimator-variance.jsonl")
+            .read_text().splitlines()]
+    assert [r["rule"] for r in rows] == ["fa"]
+    assert cli(tmp_path, *args).stdout.strip() == (
+        "estimator-variance: all 1 selected cells already done in only/estimator-variance.jsonl "
+        "(--out DIR runs them again elsewhere)")
+    line = one_error_line(cli(tmp_path, *args[:-1], "rule=fx"))
+    assert line.startswith("error: --only rule=fx: no estimator-variance cell has that rule; "
+                           "its values: adafa, bp, brsf,")
+    line = one_error_line(cli(tmp_path, *args[:-1], "width=15"))
+    assert line == ("error: --only width=...: estimator-variance's cells have no field 'width'; "
+                    "choose from dataset, model, rule, scale, seed")
+
+
 def test_bench_report_and_status_print_the_chapter_tables(tmp_path) -> None:
     from fa_tutor.bench import get_experiment
 

@@ -82,10 +82,55 @@ def finished_keys(rows: list[dict]) -> set[str]:
     return {r["cell"] for r in rows if "cell" in r}
 
 
-def pending_cells(name: str, *, quick: bool = False, out: str | Path | None = None) -> list[Cell]:
-    """The cells of ``name`` that have no result line yet (a rerun runs exactly these)."""
+def cell_fields(cell: Cell) -> dict[str, str]:
+    """What ``--only`` can select a cell by: its identity fields and settings, as text."""
+    fields = {"rule": cell.rule, "model": cell.model, "dataset": cell.dataset,
+              "seed": str(cell.seed), "scale": cell.scale}
+    return {**fields, **{k: str(v) for k, v in cell.setting.items()}}
+
+
+def parse_only(specs: list[str] | None) -> dict[str, set[str]]:
+    """``["dataset=mnist5k", "mixer=S/1/1,M/1/16"]`` -> ``{"dataset": {"mnist5k"}, "mixer":
+    {"S/1/1", "M/1/16"}}``: one ``KEY=VALUE[,VALUE...]`` per spec; specs are ANDed,
+    a spec's values ORed."""
+    only: dict[str, set[str]] = {}
+    for spec in specs or []:
+        key, sep, values = spec.partition("=")
+        if not sep or not key.strip() or not values.strip():
+            raise ValueError(f"--only {spec!r}: expected KEY=VALUE[,VALUE...], e.g. --only dataset=mnist5k")
+        only.setdefault(key.strip(), set()).update(v.strip() for v in values.split(",") if v.strip())
+    return only
+
+
+def select_cells(name: str, cells: list[Cell], only: dict[str, set[str]] | None,
+                 *, quick: bool = False) -> list[Cell]:
+    """The ``cells`` that match every ``only`` field. A key or value that no cell of
+    experiment ``name`` has is a ValueError naming the valid ones (a typo never selects
+    nothing silently)."""
+    if not only:
+        return cells
+    values: dict[str, set[str]] = {}
+    for cell in get_experiment(name).cells(quick):
+        for key, value in cell_fields(cell).items():
+            values.setdefault(key, set()).add(value)
+    for key, wanted in only.items():
+        if key not in values:
+            raise ValueError(f"--only {key}=...: {name}'s cells have no field {key!r}; "
+                             f"choose from {', '.join(sorted(values))}")
+        unknown = sorted(wanted - values[key])
+        if unknown:
+            raise ValueError(f"--only {key}={','.join(unknown)}: no {name} cell has that {key}; "
+                             f"its values: {', '.join(sorted(values[key]))}")
+    return [c for c in cells if all(cell_fields(c)[k] in v for k, v in only.items())]
+
+
+def pending_cells(name: str, *, quick: bool = False, out: str | Path | None = None,
+                  only: dict[str, set[str]] | None = None) -> list[Cell]:
+    """The cells of ``name`` that have no result line yet (a rerun runs exactly these),
+    restricted to those matching ``only`` (see :func:`select_cells`)."""
     done = finished_keys(read_results(name, out))
-    return [c for c in get_experiment(name).cells(quick) if c.key not in done]
+    cells = [c for c in get_experiment(name).cells(quick) if c.key not in done]
+    return select_cells(name, cells, only, quick=quick)
 
 
 def _missing_dataset(cell: Cell) -> str | None:
@@ -196,8 +241,9 @@ def execute_cell(experiment: str, quick: bool, key: str, device: str, checkpoint
 def run_experiment(name: str, *, quick: bool = False, device: str = "auto", out: str | Path | None = None,
                    checkpoints: str | Path | None = None, progress: bool = True, limit: int | None = None,
                    workers: int = 1, ray_address: str | None = None, retries: int = 2,
-                   threads: int | None = None) -> list[dict]:
-    """Run every unfinished cell of experiment ``name``; return the new result lines.
+                   threads: int | None = None, only: dict[str, set[str]] | None = None) -> list[dict]:
+    """Run every unfinished cell of experiment ``name`` (those matching ``only``, when
+    given: see :func:`select_cells`); return the new result lines.
 
     ``workers > 1`` runs cells in that many local processes (each pinned to one
     GPU, round robin, when ``device`` is CUDA and several are visible);
@@ -217,7 +263,7 @@ def run_experiment(name: str, *, quick: bool = False, device: str = "auto", out:
         resolve_device(device)
     out = output_dir(quick, out)
     path = results_path(name, out)
-    cells = pending_cells(name, quick=quick, out=out)
+    cells = pending_cells(name, quick=quick, out=out, only=only)
     if limit is not None:
         cells = cells[:limit]
     if not ray_address:
