@@ -172,25 +172,32 @@ def test_frsf_oracle_reproduces_fixed_magnitudes():
 
 
 def test_brsf_oracle_redraws_every_step():
+    """|R_l| ~ U(0, √3·c_l) from the rule's generator: every layer at construction, then in
+    every step each layer whose B carries an error, in forward order (not the input layer,
+    whose B the forward pass never uses); B = |R_l| ⊙ sign(W_l), read live."""
     model, (x, y) = mlp(), batch()
     rule = ft.make_rule("brsf", model, seed=7)
     before = {k: B.clone() for k, B in rule.feedback.items()}
-    rule.step(x, y)
-    # reproduce the draws: one per layer at construction, one per layer in the step
     g = torch.Generator().manual_seed(rule_generator_seed(7))
-    draws = []
-    for _ in range(2):
-        for name in NAMES:
-            W = model.get_parameter(name)
-            a = xavier_bound(W)
-            draw = torch.empty(W.shape, dtype=W.dtype).uniform_(-a, a, generator=g)
-            draws.append(draw.abs_())
-    B = {n: draws[3 + i] * torch.sign(model.get_parameter(n).detach())
-         for i, n in enumerate(NAMES)}
+
+    def draw(name: str) -> torch.Tensor:
+        W = model.get_parameter(name)
+        return torch.empty(W.shape, dtype=W.dtype).uniform_(0, xavier_bound(W), generator=g)
+
+    M = {n: draw(n) for n in NAMES}  # construction
+    for step in range(3):
+        for n in NAMES[1:]:
+            M[n] = draw(n)
+        B = {n: M[n] * torch.sign(model.get_parameter(n).detach()) for n in NAMES}
+        rule.step(x, y)
+        assert_grads(model, oracle(model, x, y, B))
+        for n in NAMES:
+            torch.testing.assert_close(rule.feedback[n], B[n], rtol=0, atol=0)
+        with torch.no_grad():  # W moves: the signs of every B follow, the input layer's too
+            model.layers[2].weight.neg_()
+            model.layers[0].weight.neg_()
     for n in NAMES:
-        torch.testing.assert_close(rule.feedback[n], B[n], rtol=0, atol=0)
         assert not torch.equal(before[n], rule.feedback[n])
-    assert_grads(model, oracle(model, x, y, B))
 
 
 def test_kp_oracle_and_feedback_grad():
@@ -548,3 +555,29 @@ def test_cuda(name):
         ft.make_rule("bp", model).step(x, y)
         for n, p in model.named_parameters():
             torch.testing.assert_close(fa_grads[n], p.grad, rtol=1e-9, atol=1e-12)
+
+
+def test_the_input_layers_feedback_is_used_and_written_only_when_an_error_goes_below_it():
+    """The input layer sends no error below it (x takes no gradient): the step runs its
+    plain op and leaves its B alone; reading rule.feedback writes it; an x that takes a
+    gradient gets it through B_0 (δ_1 B_0), as FA defines it."""
+    model, (x, y) = mlp(), batch()
+    rule = ft.make_rule("usf", model, scale=False)
+    B0 = rule.feedback[NAMES[0]]
+    with torch.no_grad():
+        model.layers[0].weight.neg_()
+    written = B0._version
+    rule.step(x, y)
+    assert B0._version == written  # not rewritten: the step never used it
+    W0 = model.layers[0].weight.detach()
+    assert torch.equal(rule.feedback[NAMES[0]], torch.sign(W0))  # a read writes it
+    B = {n: torch.sign(model.get_parameter(n).detach()) for n in NAMES}
+    assert_grads(model, oracle(model, x, y, B))
+    xg = x.clone().requires_grad_(True)
+    (W1, b1), (W2, b2), (W3, b3) = [(l.weight.detach(), l.bias.detach()) for l in model.layers]
+    h1 = torch.tanh(x @ W1.T + b1)
+    h2 = torch.tanh(h1 @ W2.T + b2)
+    e = (torch.softmax(h2 @ W3.T + b3, 1) - F.one_hot(y, 4)) / len(x)
+    d1 = (((e @ B[NAMES[2]]) * (1 - h2**2)) @ B[NAMES[1]]) * (1 - h1**2)
+    (gx,) = torch.autograd.grad(rule.loss_fn(rule(xg), y), xg)
+    torch.testing.assert_close(gx, d1 @ B[NAMES[0]], **TOL)

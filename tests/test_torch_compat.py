@@ -125,3 +125,34 @@ def test_quiet_forward_ad_is_idempotent_and_silent(recwarn):
     tc.quiet_forward_ad()
     tc.quiet_forward_ad()
     assert not [w for w in recwarn if "torch.jit" in str(w.message)]
+
+
+@pytest.mark.parametrize("name", ["fa", "usf", "kp"])
+def test_eager_feedback_functions_match_the_torch_func_ones(monkeypatch, name):
+    """Outside torch.func the layers run through the eager twins (combined forward); with
+    the check off (a torch without it) through the Functions torch.func needs: same grads."""
+    def grads() -> tuple[list[torch.Tensor], str]:
+        torch.manual_seed(0)
+        model = ft.models.LeNet(3, in_channels=1).double()
+        x = torch.randn(4, 1, 18, 18, dtype=DT, generator=torch.Generator().manual_seed(1))
+        rule = ft.make_rule(name, model, seed=0)
+        rule.step(x, torch.tensor([0, 1, 2, 0]))
+        head = type(rule(x).grad_fn).__name__  # the output layer's node
+        return [p.grad for p in model.parameters()], head
+
+    eager, head = grads()
+    assert head == "FeedbackLinearEagerBackward"
+    monkeypatch.setattr(tc, "_USE_FUNCTORCH_CHECK", False)
+    assert tc.functorch_transforms_active()
+    public, head = grads()
+    assert head == "FeedbackLinearBackward"
+    for a, b in zip(eager, public):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_functorch_transforms_are_seen():
+    assert not tc.functorch_transforms_active()
+    seen = []
+    torch.func.grad(lambda z: (seen.append(tc.functorch_transforms_active()), z.sum())[1])(
+        torch.randn(3))
+    assert seen == [True]

@@ -209,11 +209,12 @@ class _CtrlCAt(torch.nn.Module):
         return self.inner(x)
 
 
-def test_ctrl_c_mid_epoch_saves_a_checkpoint_that_resumes_exactly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rule", ["fa", "brsf", "kp"])  # brsf: draws in the step; kp: learned B
+def test_ctrl_c_mid_epoch_saves_a_checkpoint_that_resumes_exactly(tmp_path: Path, rule: str) -> None:
     from fa_tutor.training import build_model
     from fa_tutor.training.loop import TrainingInterrupted
 
-    cfg = CFG.replace(rule="fa", schedule="exponential", gamma=0.9, val_fraction=0.2, epochs=3)
+    cfg = CFG.replace(rule=rule, schedule="exponential", gamma=0.9, val_fraction=0.2, epochs=3)
 
     def model(at: int | None) -> _CtrlCAt:
         torch.manual_seed(cfg.seed)

@@ -25,6 +25,7 @@ _USE_NODE_VARIABLE = True  # AccumulateGrad.variable
 _USE_VERSION = True  # Tensor._version
 _USE_TORCH_WEAK = True  # torch.utils.weak.WeakIdKeyDictionary
 _USE_NATIVE_LN = True  # torch.native_layer_norm
+_USE_FUNCTORCH_CHECK = True  # torch._C._are_functorch_transforms_active
 
 #: ``torch.OutOfMemoryError`` (torch ≥ 2.5); before that only the CUDA one existed.
 OutOfMemoryError: type[BaseException] = getattr(torch, "OutOfMemoryError",
@@ -71,6 +72,32 @@ def conv2d_backward(delta: Tensor, x: Tensor, B: Tensor, has_bias: bool, stride:
         return _conv2d_backward_public(delta, x, B, stride, padding, dilation, groups, mask)
     bias_sizes = [B.shape[0]] if has_bias else None
     return op(delta, x, B, bias_sizes, stride, padding, dilation, False, [0, 0], groups, mask)
+
+
+def functorch_transforms_active() -> bool:
+    """Whether a ``torch.func`` transform (grad, jvp, vmap, ...) is running now.
+
+    ``torch._C._are_functorch_transforms_active``; where torch lacks it: True, so the
+    caller takes the path that works under the transforms (same values, slower).
+    """
+    check = getattr(torch._C, "_are_functorch_transforms_active", None) \
+        if _USE_FUNCTORCH_CHECK else None
+    return True if check is None else bool(check())
+
+
+def eager_twin(fn: type) -> type:
+    """``fn``, a Function with a separate ``setup_context`` (which ``torch.func`` needs),
+    as a Function with a combined ``forward(ctx, *inputs)``: plain autograd then skips
+    binding ``fn.forward``'s arguments on every call (~10 µs per call). The same
+    forward, backward and jvp code; use it only while :func:`functorch_transforms_active`
+    is False."""
+    def forward(ctx: Any, *inputs: Any) -> Any:
+        fn.setup_context(ctx, inputs, None)
+        return fn.forward(*inputs)
+
+    members = {"forward": staticmethod(forward), "backward": staticmethod(fn.backward),
+               "jvp": staticmethod(fn.jvp), "__doc__": f"{fn.__name__} for plain autograd."}
+    return type(f"{fn.__name__}Eager", (torch.autograd.Function,), members)
 
 
 def cache_forward_signature(fn: type) -> None:

@@ -184,10 +184,21 @@ class Rule(abc.ABC):
         self.seed = seed if seed is not None else int(torch.Generator().seed() % (2**31))
         device = _model_device(model)
         self.generator = torch.Generator(device=device).manual_seed(rule_generator_seed(self.seed))
-        self.feedback: dict[str, Tensor] = {}
+        self._feedback: dict[str, Tensor] = {}
         self.options: dict[str, Any] = {}
 
     # -- the public interface -------------------------------------------------
+    @property
+    def feedback(self) -> dict[str, Tensor]:
+        """The feedback tensors by weight name, up to date: read (and written into) by
+        metrics, checkpoints and the book. The sign rules write a B when it is used or
+        read (:meth:`refresh_feedback`); the dict and its tensors stay the same objects."""
+        self.refresh_feedback()
+        return self._feedback
+
+    def refresh_feedback(self) -> None:
+        """Bring every B that a rule writes on demand up to date; most rules: nothing."""
+
     def step(self, x: Tensor, y: Tensor) -> Tensor:
         """Write the rule's update into ``.grad`` of every trainable parameter; return the loss."""
         try:
@@ -200,9 +211,10 @@ class Rule(abc.ABC):
                 raise
             raise BatchShapeError(misfit_message(self.name, x, y, misfit)) from err
         loss = loss.detach()
-        if not torch.isfinite(loss).all():
+        value = loss.item() if loss.numel() == 1 else loss.sum().item()  # one host read, no extra op
+        if not math.isfinite(value):
             raise NonFiniteLossError(
-                f"rule {self.name!r}: the batch loss is {loss.item()} (not finite). "
+                f"rule {self.name!r}: the batch loss is {value} (not finite). "
                 "Lower the learning rate, check the inputs for NaN/inf, or check loss_fn."
             )
         return loss

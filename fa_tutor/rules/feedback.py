@@ -18,13 +18,14 @@ call on a converted weight to them together with that layer's :math:`B_l`.
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._torch_compat import cache_forward_signature, conv2d_backward
+from ._torch_compat import (cache_forward_signature, conv2d_backward, eager_twin,
+                            functorch_transforms_active)
 from .base import Rule, check_batch, fill_doc, register, rule_spec, xavier_std
 from .intercept import Layer, WeightOpMode, as_pair, find_layers
 
@@ -138,18 +139,24 @@ class FeedbackConv2d(torch.autograd.Function):
 
 
 # torch.autograd.Function.apply inspects the signature of forward on every call; caching
-# it removes ~40 µs of Python overhead per layer per step.
+# it removes ~40 µs of Python overhead per layer per step. Outside torch.func transforms
+# the eager twins (same code, combined forward) skip even the argument binding.
 for _fn in (FeedbackLinear, FeedbackConv2d):
     cache_forward_signature(_fn)
+_EAGER = {fn: eager_twin(fn) for fn in (FeedbackLinear, FeedbackConv2d)}
 
 
-def feedback_of(feedback: dict[str, Tensor], layer: Layer, W: Tensor) -> Tensor:
+def apply_fn(fn: type, *inputs: Any) -> Tensor:
+    """``fn.apply(*inputs)``, through ``fn``'s eager twin unless a torch.func transform runs."""
+    return (fn if functorch_transforms_active() else _EAGER[fn]).apply(*inputs)
+
+
+def feedback_of(B: Tensor, layer: Layer, W: Tensor) -> Tensor:
     """Layer's B, checked against its weight W (shape, dtype, device), detached.
 
     The one check every mode that runs ``FeedbackLinear``/``FeedbackConv2d`` uses
     (the layer-wise rules here, ``lg_fa`` in :mod:`.local`).
     """
-    B = feedback[layer.weight_name]
     if B.shape != W.shape or B.device != W.device or B.dtype != W.dtype:
         raise ValueError(
             f"feedback {layer.weight_name!r} is {tuple(B.shape)} {B.dtype} on "
@@ -160,19 +167,28 @@ def feedback_of(feedback: dict[str, Tensor], layer: Layer, W: Tensor) -> Tensor:
 
 
 class _FeedbackMode(WeightOpMode):
-    """Runs each converted layer's op through the Function that uses its B."""
+    """Runs each converted layer's op through the Function that uses its B.
 
-    def __init__(self, layers: list[Layer], feedback: dict[str, Tensor]):
+    A layer whose input takes no gradient (the input layer: no error is sent below
+    it) runs the plain op: its weight's gradient δᵀx is the same either way, and its
+    B is neither needed nor asked for (the sign rules then skip writing it).
+    """
+
+    def __init__(self, layers: list[Layer], feedback_for: Callable[[Layer], Tensor]):
         super().__init__(layers)
-        self.feedback = feedback
+        self.feedback_for = feedback_for
 
     def linear(self, layer, x, W, b):
-        B = feedback_of(self.feedback, layer, W)
-        return FeedbackLinear.apply(x, W, b, B)  # B replaces W
+        if not x.requires_grad:  # no error goes below this layer: nothing for B to do
+            return F.linear(x, W, b)
+        B = feedback_of(self.feedback_for(layer), layer, W)
+        return apply_fn(FeedbackLinear, x, W, b, B)  # B replaces W
 
     def conv2d(self, layer, x, W, b, stride, padding, dilation, groups):
-        B = feedback_of(self.feedback, layer, W)  # B replaces W in the backward pass
-        return FeedbackConv2d.apply(x, W, b, B, stride, padding, dilation, groups)
+        if not x.requires_grad:
+            return F.conv2d(x, W, b, stride, padding, dilation, groups)
+        B = feedback_of(self.feedback_for(layer), layer, W)  # B replaces W in the backward pass
+        return apply_fn(FeedbackConv2d, x, W, b, B, stride, padding, dilation, groups)
 
 
 class LayerwiseFeedbackRule(Rule):
@@ -192,7 +208,7 @@ class LayerwiseFeedbackRule(Rule):
         with torch.no_grad():
             for layer in self.layers:
                 W = layer.weight.detach()
-                self.feedback[layer.weight_name] = self.init_feedback(W)
+                self._feedback[layer.weight_name] = self.init_feedback(W)
         self._all_seen = False
 
     @abc.abstractmethod
@@ -202,6 +218,10 @@ class LayerwiseFeedbackRule(Rule):
     def update_feedback(self, new_step: bool) -> None:
         """Bring B up to date in place; ``new_step`` is True at the start of ``step``
         and False in every ``forward``. Fixed-B rules: nothing to do."""
+
+    def feedback_for(self, layer: Layer) -> Tensor:
+        """The B the forward pass uses for ``layer`` (asked only where an error goes below it)."""
+        return self._feedback[layer.weight_name]
 
     def xavier_uniform(self, W: Tensor, out: Tensor | None = None) -> Tensor:
         """A U(-a, a) draw, a = √3·xavier_std(W), by ``self.generator``."""
@@ -213,7 +233,7 @@ class LayerwiseFeedbackRule(Rule):
         """The model's output; its backward sends the errors down through the B's."""
         with torch.no_grad():
             self.update_feedback(new_step=False)
-        mode = _FeedbackMode(self.layers, self.feedback)
+        mode = _FeedbackMode(self.layers, self.feedback_for)
         with mode:
             out = self.model(x)
         if not self._all_seen:  # once: did every converted layer go through B?
@@ -349,15 +369,27 @@ class KolenPollack(LayerwiseFeedbackRule):
     Taught in: {ref}`fa-family`.
     """
 
+    def __init__(self, model: nn.Module, **options: Any):
+        super().__init__(model, **options)
+        self._grad_buffers: dict[str, Tensor] = {}  # B's gradients, kept between steps
+
     def init_feedback(self, W: Tensor) -> Tensor:
         return self.xavier_uniform(W).requires_grad_(True)
 
     def parameters(self) -> list[Tensor]:
-        return list(self.feedback.values())
+        return list(self._feedback.values())
 
     def _compute_grads(self, x: Tensor, y: Tensor) -> Tensor:
         loss = super()._compute_grads(x, y)
         for layer in self.layers:  # KP: B's gradient is W's (none for a frozen W)
-            g = layer.weight.grad
-            self.feedback[layer.weight_name].grad = None if g is None else g.clone()
+            g, name = layer.weight.grad, layer.weight_name
+            self._feedback[name].grad = None if g is None else self._copy_of(name, g)
         return loss
+
+    def _copy_of(self, name: str, g: Tensor) -> Tensor:
+        """``g`` copied into a buffer kept for B's gradient (as ``.grad`` itself is kept
+        by ``zero_grad(set_to_none=False)``): no fresh weight-sized memory every step."""
+        buffer = self._grad_buffers.get(name)
+        if buffer is None or buffer.shape != g.shape or buffer.dtype != g.dtype:
+            buffer = self._grad_buffers[name] = torch.empty_like(g)
+        return buffer.copy_(g)

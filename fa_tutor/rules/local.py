@@ -35,7 +35,7 @@ from .base import Rule, check_batch, register
 from .dual import tangent
 from .forward import (PERTURBATIONS, PerturbMode, accumulate, activity_grads,
                       directional_derivatives, write_grads)
-from .feedback import FeedbackConv2d, FeedbackLinear, feedback_of
+from .feedback import FeedbackConv2d, FeedbackLinear, apply_fn, feedback_of
 from .intercept import Layer, WeightOpMode, find_layers
 from .noise import gaussian
 
@@ -102,15 +102,15 @@ class _FixedFeedback(WeightOpMode):
         self.feedback, self.released_heads = feedback, released_heads
 
     def linear(self, layer, x, W, b):
-        B = feedback_of(self.feedback, layer, W)
-        z = FeedbackLinear.apply(x, W, b, B)
+        B = feedback_of(self.feedback[layer.weight_name], layer, W)
+        z = apply_fn(FeedbackLinear, x, W, b, B)
         if self.released_heads and layer.name.startswith("heads."):
             z = z + (F.linear(x, B) - F.linear(x, W)).detach()  # value x Bᵀ + b, FA's gradients
         return z
 
     def conv2d(self, layer, x, W, b, stride, padding, dilation, groups):
-        B = feedback_of(self.feedback, layer, W)
-        return FeedbackConv2d.apply(x, W, b, B, stride, padding, dilation, groups)
+        B = feedback_of(self.feedback[layer.weight_name], layer, W)
+        return apply_fn(FeedbackConv2d, x, W, b, B, stride, padding, dilation, groups)
 
 
 @register("lg_fa", family="local loss", needs_local_losses=True,

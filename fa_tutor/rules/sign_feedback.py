@@ -23,49 +23,55 @@ _SCALE_ARG = r"""scale: ``True`` (default): :math:`c_l` is the layer's Xavier st
 
 
 class SignedFeedback:
-    """B_l = M_l ⊙ sign(W_l), rewritten in place whenever W_l or M_l changed.
+    r"""What usf, frsf and brsf share: :math:`B_l = M_l \odot \operatorname{sign}(W_l)`,
+    written in place when :math:`B_l` is used or read and :math:`W_l` or :math:`M_l`
+    changed since its last write.
 
-    The part usf, frsf and brsf share (each rule owns one, ``rule.signs``):
-    ``magnitude[name]`` is M_l, the scalar c_l (usf) or a tensor (frsf, brsf).
-    Only ``out=`` ops write B, so this also runs inside ``torch.func``
-    transforms; skipping the write while nothing changed keeps graphs that
-    saved B valid.
+    A mixin (listed before :class:`LayerwiseFeedbackRule` in a rule's bases); each rule
+    sets its magnitude :math:`M_l` (``init_magnitude``): a scalar :math:`c_l` (usf) or a
+    tensor (frsf, brsf), kept in ``rule.magnitude``. The forward pass asks for a
+    :math:`B_l` only where an error goes below layer :math:`l`, so the input layer's is
+    written only when ``rule.feedback`` is read. Only ``out=`` ops write B, so this
+    also runs inside ``torch.func`` transforms; skipping the write while nothing
+    changed keeps graphs that saved B valid.
     """
 
-    def __init__(self, layers: list[Layer], feedback: dict[str, Tensor],
-                 magnitude: dict[str, Tensor | float]):
-        self.layers, self.feedback, self.magnitude = layers, feedback, magnitude
-        with torch.no_grad():
-            self.write()
+    def __init__(self, model: nn.Module, **options: Any):
+        super().__init__(model, **options)  # the layers, one (unwritten) B per weight
+        self.magnitude = {k: self.init_magnitude(B) for k, B in self._feedback.items()}
+        self.written: dict[str, tuple[int | None, int | None]] = {}  # versions of W_l, M_l at the write
 
-    def versions(self) -> list[tuple[int | None, int | None]]:
-        """In-place version counters of every W_l and M_l (None: unknown, see changed)."""
-        magnitudes = (self.magnitude[l.weight_name] for l in self.layers)
-        return [(version(l.weight), version(M) if isinstance(M, Tensor) else 0)
-                for l, M in zip(self.layers, magnitudes)]
+    def init_feedback(self, W: Tensor) -> Tensor:
+        return torch.empty_like(W)  # written by write()
 
-    def changed(self) -> bool:
-        """Whether a W_l or M_l changed since B was written (always, if torch cannot tell)."""
-        current = self.versions()
-        return current != self.written or current[0][0] is None
+    def write(self, layer: Layer) -> None:
+        name = layer.weight_name
+        B, M = self._feedback[name], self.magnitude[name]
+        torch.sign(layer.weight, out=B)  # (out, in, ...), no new tensor
+        torch.mul(B, M, out=B)  # B ← M ⊙ sign(W)
 
-    def write(self) -> None:
-        for layer in self.layers:
-            name = layer.weight_name
-            B, M = self.feedback[name], self.magnitude[name]
-            torch.sign(layer.weight, out=B)  # (out, in, ...), no new tensor
-            torch.mul(B, M, out=B)  # B ← M ⊙ sign(W)
-        self.written = self.versions()
+    def current(self, layer: Layer) -> Tensor:
+        """Layer's B, rewritten first if W_l or M_l changed (always, if torch cannot tell)."""
+        M = self.magnitude[layer.weight_name]
+        stamp = (version(layer.weight), version(M) if isinstance(M, Tensor) else 0)
+        if stamp != self.written.get(layer.weight_name) or stamp[0] is None:
+            with torch.no_grad():
+                self.write(layer)
+            self.written[layer.weight_name] = stamp
+        return self._feedback[layer.weight_name]
 
-    def update(self, new_step: bool) -> None:
-        if new_step or self.changed():  # else B is current
-            self.write()
+    def feedback_for(self, layer: Layer) -> Tensor:
+        return self.current(layer)
+
+    def refresh_feedback(self) -> None:
+        for layer in self.layers:  # a read only writes: it never draws (brsf)
+            self.current(layer)
 
 
 @register("usf", family=FAMILY, defaults={**DEFAULTS, "scale": True}, choices=CHOICES,
           summary="sign feedback B = c·sign(W), recomputed every step")
 @fill_doc(common_args=_COMMON_ARGS, scale_arg=_SCALE_ARG)
-class UniformSignFeedback(LayerwiseFeedbackRule):
+class UniformSignFeedback(SignedFeedback, LayerwiseFeedbackRule):
     r"""Sign symmetry (uSF): the feedback has the forward weights' signs only.
 
     .. math::
@@ -93,32 +99,21 @@ class UniformSignFeedback(LayerwiseFeedbackRule):
     .. note:: :math:`c_l > 0` changes the error's size, never its direction.
        The theory's sign-FA is ``scale=False`` (:math:`c_l = 1`); the default
        follows biotorch's uSF. :math:`B_l` is rewritten from the current
-       :math:`W_l` at every ``step`` (and in ``forward`` whenever :math:`W_l`
-       has changed) into the same tensor, so ``rule.feedback`` stays live;
+       :math:`W_l`, into the same tensor, whenever it is used or read after
+       :math:`W_l` changed (every ``step``), so ``rule.feedback`` stays live;
        :math:`\operatorname{sign}(0) = 0`.
 
     Taught in: {ref}`fa-family`.
     """
 
-    def __init__(self, model: nn.Module, **options: Any):
-        super().__init__(model, **options)
-        self.magnitude = {k: self.init_magnitude(B) for k, B in self.feedback.items()}
-        self.signs = SignedFeedback(self.layers, self.feedback, self.magnitude)
-
-    def init_feedback(self, W: Tensor) -> Tensor:
-        return torch.empty_like(W)  # written by self.signs
-
     def init_magnitude(self, W: Tensor) -> float:
         return xavier_std(W.shape) if self.options["scale"] else 1.0
-
-    def update_feedback(self, new_step: bool) -> None:
-        self.signs.update(new_step)  # B ← M_l ⊙ sign(W_l): every step, or W_l changed
 
 
 @register("frsf", family=FAMILY, defaults=DEFAULTS, choices=CHOICES,
           summary="fixed random magnitudes with the signs of W")
 @fill_doc(common_args=_COMMON_ARGS)
-class FixedRandomSignFeedback(LayerwiseFeedbackRule):
+class FixedRandomSignFeedback(SignedFeedback, LayerwiseFeedbackRule):
     r"""Fixed-random-magnitude sign feedback (frSF): fixed random sizes, W's signs.
 
     .. math::
@@ -142,33 +137,22 @@ class FixedRandomSignFeedback(LayerwiseFeedbackRule):
         >>> bool((torch.sign(B) == torch.sign(W)).all())
         True
 
-    .. note:: :math:`B_l` is rewritten in place from the current :math:`W_l` at
-       every ``step`` (and in ``forward`` whenever :math:`W_l` has changed), so
+    .. note:: :math:`B_l` is rewritten in place from the current :math:`W_l`
+       whenever it is used or read after :math:`W_l` changed (every ``step``), so
        a write into ``rule.feedback`` lasts until then; the magnitudes
        :math:`|B_l^{(0)}|` are ``rule.magnitude`` (write there to change them).
 
     Taught in: {ref}`fa-family`.
     """
 
-    def __init__(self, model: nn.Module, **options: Any):
-        super().__init__(model, **options)
-        self.magnitude = {k: self.init_magnitude(B) for k, B in self.feedback.items()}
-        self.signs = SignedFeedback(self.layers, self.feedback, self.magnitude)
-
-    def init_feedback(self, W: Tensor) -> Tensor:
-        return torch.empty_like(W)  # written by self.signs
-
     def init_magnitude(self, W: Tensor) -> Tensor:
         return self.xavier_uniform(W).abs_()  # |B_l^(0)|, drawn once
-
-    def update_feedback(self, new_step: bool) -> None:
-        self.signs.update(new_step)  # B ← M_l ⊙ sign(W_l): every step, or W_l changed
 
 
 @register("brsf", family=FAMILY, defaults=DEFAULTS, choices=CHOICES,
           summary="random magnitudes redrawn every step, signs of W")
 @fill_doc(common_args=_COMMON_ARGS)
-class BatchRandomSignFeedback(LayerwiseFeedbackRule):
+class BatchRandomSignFeedback(SignedFeedback, LayerwiseFeedbackRule):
     r"""Batch-random-magnitude sign feedback (brSF): new random sizes every step.
 
     .. math::
@@ -193,25 +177,32 @@ class BatchRandomSignFeedback(LayerwiseFeedbackRule):
         False
 
     .. note:: The magnitudes ``rule.magnitude`` are redrawn from
-       ``rule.generator`` once at the start of every ``step``, into the same
-       tensors; a bare ``forward`` keeps them and only follows the signs.
+       ``rule.generator`` once in every ``step``, into the same
+       tensors; a bare ``forward`` keeps them and only follows the signs. Each
+       :math:`|R_l|` is drawn when the step first uses :math:`B_l`, so a layer
+       whose :math:`B_l` the step never uses (the input layer, which sends no
+       error below it) costs no draw.
 
     Taught in: {ref}`fa-family`.
     """
 
     def __init__(self, model: nn.Module, **options: Any):
         super().__init__(model, **options)
-        self.magnitude = {k: self.init_magnitude(B) for k, B in self.feedback.items()}
-        self.signs = SignedFeedback(self.layers, self.feedback, self.magnitude)
-
-    def init_feedback(self, W: Tensor) -> Tensor:
-        return torch.empty_like(W)  # written by self.signs
+        self.due: set[str] = set()  # the layers whose |R_l| this step has not drawn yet
 
     def init_magnitude(self, W: Tensor) -> Tensor:
-        return self.xavier_uniform(W).abs_()
+        return self.draw_magnitude(torch.empty_like(W))
+
+    def draw_magnitude(self, M: Tensor) -> Tensor:
+        """|R_l| into ``M``: one draw from U(0, √3·c_l), the law of |U(-√3·c_l, √3·c_l)|."""
+        return M.uniform_(0.0, 3**0.5 * xavier_std(M.shape), generator=self.generator)
 
     def update_feedback(self, new_step: bool) -> None:
-        if new_step:  # brSF: fresh |R_l|, drawn into the same tensors
-            for M in self.magnitude.values():
-                self.xavier_uniform(M, out=M).abs_()
-        self.signs.update(new_step)  # B ← |R_l| ⊙ sign(W_l)
+        if new_step:  # brSF: a fresh |R_l| for every layer, drawn when the step first uses B_l
+            self.due = set(self.magnitude)
+
+    def feedback_for(self, layer: Layer) -> Tensor:
+        if layer.weight_name in self.due:
+            self.draw_magnitude(self.magnitude[layer.weight_name])
+            self.due.discard(layer.weight_name)
+        return self.current(layer)
