@@ -24,9 +24,7 @@ fetch fashion_mnist``).
 """
 from __future__ import annotations
 
-import math
-
-from ...training import RunConfig
+from ...training import RunConfig, blew_up
 from ..registry import Cell, experiment
 from ._common import grid, pick, scale_of
 
@@ -44,8 +42,6 @@ BASE = RunConfig(model="lenet5", dataset="fashion_mnist", data_options={"resize"
 LR_GRID = [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4]
 #: the selection's budget per (rule, lr): epochs of the full training split
 SELECTION_EPOCHS = 5
-#: a selection run is unstable if an epoch's mean train loss exceeds this × its first epoch's
-BLOWUP_FACTOR = 10.0
 #: the rates :func:`select_learning_rates` chose from the committed selection lines
 LEARNING_RATES: dict[str, float] = {"bp": 0.01, "fa": 0.001, "usf": 0.03, "brsf": 0.03, "frsf": 0.01, "dfa": 0.001, "adafa": 0.003, "kp": 0.003}
 SELECTION_NOTE = (f"Learning-rate selection: {SELECTION_EPOCHS} epochs on the 54k training "
@@ -57,11 +53,29 @@ QUICK_DATA = {"resize": 32, "n_train": 1024, "n_test": 512}
 
 
 def stable(history_train_loss: list[float]) -> bool:
-    """No NaN/inf epoch and no epoch above :data:`BLOWUP_FACTOR` × the first epoch's loss."""
-    losses = [float(v) for v in history_train_loss if v is not None]
-    if not losses or not all(math.isfinite(v) for v in losses):
-        return False
-    return max(losses) <= BLOWUP_FACTOR * losses[0]
+    """No NaN/inf epoch and no epoch above ``fa_tutor.training.BLOWUP_FACTOR`` (10) × the first
+    epoch's loss (:func:`fa_tutor.training.blew_up`, the criterion the book's sweeps use too)."""
+    return not blew_up(history_train_loss)
+
+
+def unstable(line: dict) -> bool:
+    """Whether a result line's run diverged (``diverged_epoch``) or blew up."""
+    m = line["metrics"]
+    return "diverged_epoch" in m or not stable(m.get("history", {}).get("train_loss", []))
+
+
+def selection_lines() -> list[dict]:
+    """The committed, current ``lenet-fashion-mnist-lr`` lines (scale ``substituted``)."""
+    from ..report import current_lines
+    return current_lines(SELECTION, scale="substituted")
+
+
+def rules_without_a_stable_rate(lines: list[dict]) -> list[str]:
+    """Rules whose every rate of :data:`LR_GRID` has a selection line, all of them unstable."""
+    tried: dict[str, list[bool]] = {}
+    for line in lines:
+        tried.setdefault(line["rule"], []).append(unstable(line))
+    return [r for r in RULES if len(tried.get(r, [])) == len(LR_GRID) and all(tried[r])]
 
 
 def select_learning_rates(lines: list[dict]) -> dict[str, float]:
@@ -76,9 +90,7 @@ def select_learning_rates(lines: list[dict]) -> dict[str, float]:
         if line.get("scale") != "substituted":
             continue
         m = line["metrics"]
-        if "diverged_epoch" in m or "val_accuracy" not in m:
-            continue
-        if not stable(m.get("history", {}).get("train_loss", [])):
+        if "val_accuracy" not in m or unstable(line):
             continue
         rule, lr = line["rule"], float(line["setting"]["lr"])
         score = (float(m["val_accuracy"]), lr)
