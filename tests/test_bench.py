@@ -453,3 +453,18 @@ def test_only_selects_cells_by_identity_and_setting_values() -> None:
         select_cells("localmixer", cells, parse_only(["mixer=M/1/8"]))
     with pytest.raises(ValueError, match="expected KEY=VALUE"):
         parse_only(["mixer"])
+
+
+def test_matched_memorisation_reads_each_run_at_the_first_epoch_past_each_level() -> None:
+    import pandas as pd
+
+    from fa_tutor.bench.experiments.noisy_mnist_memorisation import at_matched_memorisation
+    curves = pd.DataFrame({
+        "width": [200] * 6, "rule": ["fa"] * 3 + ["bp"] * 3, "seed": [0] * 6,
+        "epoch": [10, 20, 30, 10, 20, 30],
+        "train_accuracy": [80.0, 86.0, 91.0, 84.9, 85.0, 85.5],
+        "test_accuracy": [70.0, 71.0, 72.0, 60.0, 61.0, 62.0]})
+    got = at_matched_memorisation(curves, levels=(85.0, 90.0))
+    assert got[["rule", "level", "epoch", "test_accuracy"]].values.tolist() == [
+        ["bp", 85.0, 20, 61.0],  # bp never reaches 90 %: no row
+        ["fa", 85.0, 20, 71.0], ["fa", 90.0, 30, 72.0]]

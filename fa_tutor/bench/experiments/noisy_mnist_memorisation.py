@@ -61,3 +61,30 @@ def cells(quick: bool) -> list[Cell]:
                                setting={"width": p["width"]}, runner="train_recorded",
                                note=f"{NOTE} {SCHEDULE_NOTE}", history_every=1 if quick else 10))
     return out
+
+
+#: training accuracies (%) on the noisy labels at which runs are compared with each other
+MATCHED_LEVELS = (85.0, 90.0)
+
+
+def at_matched_memorisation(curves: "pd.DataFrame",
+                            levels: tuple[float, ...] = MATCHED_LEVELS) -> "pd.DataFrame":
+    """Each run's clean test accuracy at the first recorded epoch whose training accuracy on
+    the noisy labels reaches each of ``levels``: rules compared at equal memorisation, not
+    at the end of a budget that some of them use to memorise more.
+
+    ``curves``: :func:`fa_tutor.bench.report.histories` of this experiment. One row per
+    (width, rule, seed, level) that the run reached, with ``epoch`` and ``test_accuracy``.
+    """
+    import pandas as pd
+
+    rows = []
+    for (width, rule, seed), run in curves.groupby(["width", "rule", "seed"]):
+        run = run.sort_values("epoch")
+        for level in levels:
+            hit = run[run.train_accuracy >= level]
+            if len(hit):
+                rows.append({"width": width, "rule": rule, "seed": seed, "level": level,
+                             "epoch": int(hit.epoch.iloc[0]),
+                             "test_accuracy": float(hit.test_accuracy.iloc[0])})
+    return pd.DataFrame(rows, columns=["width", "rule", "seed", "level", "epoch", "test_accuracy"])
