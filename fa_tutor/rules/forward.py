@@ -185,6 +185,9 @@ def readout_names(model: nn.Module) -> set[str]:
     A model with the local-loss protocol (``local_layers()``, e.g. ``LocalMixer``): every
     parameter outside its body layers (the heads and the classifier). Any other model:
     the parameters of its last ``nn.Linear`` in ``model.modules()`` order (the classifier).
+    That is registration order, which is forward order in ``fa_tutor``'s models but need not
+    be in yours: a model that registers its classifier before another ``nn.Linear`` would
+    get the wrong readout, so define ``local_layers()`` there or pass ``exact_readout=False``.
     """
     if callable(getattr(model, "local_layers", None)):
         body = tuple(f"{name}." for name in model.local_layers())
