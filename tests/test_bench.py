@@ -468,3 +468,23 @@ def test_matched_memorisation_reads_each_run_at_the_first_epoch_past_each_level(
     assert got[["rule", "level", "epoch", "test_accuracy"]].values.tolist() == [
         ["bp", 85.0, 20, 61.0],  # bp never reaches 90 %: no row
         ["fa", 85.0, 20, 71.0], ["fa", 90.0, 30, 72.0]]
+
+
+def test_fdfa_verdict_counts_a_gap_only_beyond_the_seeds_spread() -> None:
+    import math
+
+    import pandas as pd
+
+    from fa_tutor.bench.experiments.fdfa import mnist5k_verdict
+    s = lambda *v: pd.Series(v, dtype=float)  # noqa: E731
+    stats = {("fdfa_fc", "fdfa"): (s(2.0, 2.2, 2.1), [10.0, 12.0, 11.0]),
+             ("fdfa_fc", "dfa"): (s(3.0, 3.1, 2.9), [20.0, 21.0, math.nan]),
+             ("fdfa_fc", "dkp"): (s(2.1, 2.3, 1.9), [11.0, 13.0, 12.0])}
+    verdict = mnist5k_verdict(stats, "fdfa_fc")
+    assert "FDFA ends better than DFA (+0.90 points of test error, spread 0.10)" in verdict
+    assert "converges faster than DFA (+9.5 epochs, spread 1.0)" in verdict  # 20.5 vs 11
+    assert "FDFA ends within the seeds' spread of DKP (+0.00 points" in verdict
+    assert "converges within the seeds' spread of DKP (+1.0 epochs, spread 1.0)" in verdict
+    stats[("fdfa_fc", "dkp")] = (s(2.1), [11.0])
+    assert mnist5k_verdict(stats, "fdfa_fc") == (
+        "fdfa_fc: waits for at least two seeds of FDFA, DFA and DKP.")

@@ -25,6 +25,8 @@ The MNIST cells also run offline on ``mnist5k`` (5,000 real MNIST digits, fixed 
 """
 from __future__ import annotations
 
+import math
+
 from ...training import RunConfig
 from ..registry import Cell, experiment
 from ._common import grid, pick, scale_of
@@ -79,3 +81,84 @@ def cells(quick: bool) -> list[Cell]:
         out.append(Cell(NAME, p["rule"], p["model"], "mnist5k", p["seed"], "substituted", cfg,
                         options={"note": MNIST5K_NOTE}))
     return out
+
+
+#: the training loss below which a run counts as converged, the same for every rule
+CONVERGED_LOSS = 0.05
+
+
+def _first_epoch_below(history: "pd.DataFrame", level: float) -> float:
+    below = history[history.train_loss <= level]
+    return float(below.epoch.min()) if len(below) else math.nan
+
+
+def _mean_std(values: "pd.Series | list", digits: int = 2) -> str:
+    import pandas as pd
+
+    v = pd.Series(values, dtype=float).dropna()
+    if v.empty:
+        return "–"
+    return f"{v.mean():.{digits}f}" + (f" ± {v.std():.{digits}f}" if len(v) > 1 else "")
+
+
+def mnist5k_over_seeds(level: float = CONVERGED_LOSS) -> tuple["pd.DataFrame", dict]:
+    """The committed mnist5k cells, per model and rule: test error (mean ± std over seeds), the
+    epoch at which each run's mean training loss first falls to ``level`` (mean ± std over the
+    runs that reach it) and how many do. Returns (table, stats): ``stats[(model, rule)]`` is
+    (test errors, epochs), one entry per seed, for :func:`mnist5k_verdict`."""
+    import pandas as pd
+
+    from ..report import histories, load
+
+    fd = load(NAME, scale="substituted")
+    fd = fd[fd.dataset == "mnist5k"] if not fd.empty else fd
+    hist = histories(NAME, scale="substituted")
+    hist = hist[hist.dataset == "mnist5k"] if not hist.empty else hist
+    rows, stats = [], {}
+    for model in MODELS:
+        for rule in MNIST5K_RULES:
+            g = fd[(fd.model == model) & (fd.rule == rule)] if not fd.empty else fd
+            h = hist[(hist.model == model) & (hist.rule == rule)] if not hist.empty else hist
+            epochs = [_first_epoch_below(hs, level) for _, hs in h.groupby("seed")] if len(h) else []
+            errors = g.test_error if len(g) else pd.Series(dtype=float)
+            stats[(model, rule)] = (errors, epochs)
+            rows.append({"model": model, "rule": rule.upper(), "seeds": len(g),
+                         "test error (%)": _mean_std(errors) if len(g) else "not yet run",
+                         f"epoch to loss ≤ {level:g}": _mean_std(epochs, 1) if len(g) else "–",
+                         "runs reaching it": f"{sum(not math.isnan(e) for e in epochs)}/{len(g)}"})
+    return pd.DataFrame(rows), stats
+
+
+def _compare(ours: "pd.Series", theirs: "pd.Series") -> tuple[float, float, str]:
+    """(gap, spread, word): ``theirs − ours`` (positive: ours lower), the larger std, and
+    'better than' / 'worse than' / 'within the seeds' spread of'."""
+    import pandas as pd
+
+    ours, theirs = pd.Series(ours, dtype=float).dropna(), pd.Series(theirs, dtype=float).dropna()
+    gap, spread = theirs.mean() - ours.mean(), max(theirs.std(), ours.std())
+    word = ("better than" if gap > spread else "worse than" if -gap > spread
+            else "within the seeds' spread of")
+    return gap, spread, word
+
+
+def mnist5k_verdict(stats: dict, model: str) -> str:
+    """Bacho & Chu's two claims on ``model`` against the seeds' spread: FDFA ends with a lower
+    test error than DFA and DKP, and reaches the training-loss level in fewer epochs. A gap
+    counts only when it exceeds the larger of the two rules' standard deviations."""
+    if any(len(stats[(model, r)][0]) < 2 for r in ("fdfa", "dfa", "dkp")):
+        return f"{model}: waits for at least two seeds of FDFA, DFA and DKP."
+    parts = []
+    for other in ("dfa", "dkp"):
+        gap, spread, word = _compare(stats[(model, "fdfa")][0], stats[(model, other)][0])
+        parts.append(f"FDFA ends {word} {other.upper()} ({gap:+.2f} points of test error, "
+                     f"spread {spread:.2f})")
+        mine, theirs = stats[(model, "fdfa")][1], stats[(model, other)][1]
+        if sum(not math.isnan(e) for e in mine) >= 2 and sum(not math.isnan(e) for e in theirs) >= 2:
+            gap, spread, word = _compare(mine, theirs)
+            speed = {"better than": "converges faster than", "worse than": "converges slower than",
+                     "within the seeds' spread of": "converges within the seeds' spread of"}[word]
+            parts.append(f"{speed} {other.upper()} ({gap:+.1f} epochs, spread {spread:.1f})")
+        else:
+            parts.append(f"too few of its or {other.upper()}'s runs reach the loss level to "
+                         "compare their speed")
+    return f"{model}: " + "; ".join(parts) + "."
