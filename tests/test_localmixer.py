@@ -259,6 +259,22 @@ def test_lg_fg_w_pairs_rows_with_the_losses_they_reach():
                 *exact_heads(model, h2, y)]
     for g, e in zip(got, expected):
         torch.testing.assert_close(g, e.detach(), rtol=1e-9, atol=1e-12)
+    # the released code's pairing: a dense row with its own group only (same draws)
+    got = list(rule_grads("lg_fg_w", model, x, y, seed=4, released_pairing=True).values())
+    expected[:2] = [rows_grouped[:, None] * v[0], rows_grouped * v[1]]
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e.detach(), rtol=1e-9, atol=1e-12)
+
+
+def test_released_pairing_of_token_rows_is_the_block_total():
+    model = mixer(blocks=2)
+    d = [torch.randn(4, 4, 2, dtype=DT) for _ in range(2)]  # (N, P, G) per block
+    token = model.local_credit("blocks.1.token", d, weight=True)
+    torch.testing.assert_close(token, d[1].sum((0, 2)))  # ours: row p, its own patch
+    released = model.local_credit("blocks.1.token", d, weight=True, released=True)
+    torch.testing.assert_close(released, d[1].sum().expand(4))
+    dense = model.local_credit("blocks.1.dense", d, weight=True, released=True)
+    torch.testing.assert_close(dense, d[1].sum((0, 1)).repeat_interleave(3))
 
 
 # -- learning ------------------------------------------------------------------------------

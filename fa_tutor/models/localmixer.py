@@ -259,12 +259,16 @@ class LocalMixer(nn.Module):
         """Names of the body layers (the ones the local losses train through their features)."""
         return list(self._layout)
 
-    def local_credit(self, name: str, d: list[Tensor], *, weight: bool = False) -> Tensor:
+    def local_credit(self, name: str, d: list[Tensor], *, weight: bool = False,
+                     released: bool = False) -> Tensor:
         """The directional derivative paired with each unit of body layer ``name``.
 
         ``d[b]``: (N, P, G) per-copy derivatives of block b.  Returns a tensor that
         broadcasts against the layer's pre-activation (N, P, C) or, with
         ``weight=True``, one value per output unit (row of the weight).
+        ``released=True`` (weight rows only): the released code's pairing, a dense row
+        with its own group g(j) (biased: the LayerNorm spreads its noise over every
+        group) and a token row with the block total.
         """
         if name not in self._layout:
             raise ValueError(f"{name!r} is not a body layer; choose one of: "
@@ -274,10 +278,13 @@ class LocalMixer(nn.Module):
         width = self.sizes["channels"] // db.shape[-1]
         if weight:  # shared by examples and patches; a row's noise enters before its LN
             rows = self.get_submodule(name).weight.shape[0]
+            own_group = db.sum((0, 1)).repeat_interleave(rows // db.shape[-1])  # row j → g(j)
             if kind == "grouped":  # LN within the group: row j reaches group j // (C/G) only
-                return db.sum((0, 1)).repeat_interleave(width)  # (C,)
+                return own_group  # (C,)
             if kind == "token":  # row p makes token p only: every group of patch p
-                return db.sum((0, 2))  # (P,)
+                return db.sum().expand(rows) if released else db.sum((0, 2))  # (P,)
+            if released:  # the released code: a dense row with its own group only
+                return own_group
             return db.sum().expand(rows)  # dense: LN over all channels of every token
         if kind == "token":  # token p feeds every group of token p
             return db.sum(-1, keepdim=True)  # (N, P, 1)

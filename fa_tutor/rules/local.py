@@ -25,6 +25,7 @@ layer in registration order.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -228,7 +229,8 @@ class LocalForwardGradient(Rule):
         for layer in self.body:
             if layer.name not in v:
                 continue
-            c = self.model.local_credit(layer.name, d, weight=True)  # (rows,)
+            c = self.model.local_credit(layer.name, d, weight=True,  # (rows,)
+                                        released=self.options.get("released_pairing", False))
             vW, vb = v[layer.name]
             grads[id(layer.module.weight)] = c.reshape(-1, *[1] * (vW.dim() - 1)) * vW
             if vb is not None:
@@ -282,7 +284,7 @@ class LocalForwardGradientActivities(LocalForwardGradient):
 
 @register("lg_fg_w", family="local loss", needs_local_losses=True, stochastic=True,
           summary="weight-perturbed forward gradient of the local losses (Ren et al.)",
-          defaults={"perturbation": "shared", "num_tangents": 1},
+          defaults={"perturbation": "shared", "num_tangents": 1, "released_pairing": False},
           choices={"perturbation": ("shared",)})  # a weight is shared by the batch
 class LocalForwardGradientWeights(LocalForwardGradient):
     r"""LG-FG-W: perturb every body weight (shared by the batch), pair rows with their losses.
@@ -307,6 +309,10 @@ class LocalForwardGradientWeights(LocalForwardGradient):
         seed: seeds the rule's own generator (feedback init, perturbations); None draws one.
         perturbation: only ``"shared"`` (weights are shared by the batch).
         num_tangents: K perturbations averaged, default 1.
+        released_pairing: ``False`` (default): the unbiased pairing above. ``True``: the
+            released code's, a dense row with its own group only and a token row with the
+            block total (``local_credit(released=True)``): biased, lower variance, and
+            what Table 3's LG-FG-W rows ran.
 
     Example:
         >>> import torch, fa_tutor as ft
@@ -326,3 +332,7 @@ class LocalForwardGradientWeights(LocalForwardGradient):
     """
 
     activity = False
+
+    def __init__(self, model: nn.Module, *, released_pairing: bool = False, **options: Any):
+        super().__init__(model, **options)
+        self.options["released_pairing"] = released_pairing

@@ -31,6 +31,11 @@ column). ``--quick`` runs the first offline setting only (512 training images, o
 epoch); the MNIST and CIFAR-10 columns need ``python -m fa_tutor data fetch mnist`` and
 ``cifar10``.
 
+LG-FG-W's weight rows: ours pairs a dense row with the block total (its noise reaches
+every group through the LayerNorm after it: unbiased), the released code with the row's
+own group (biased, less noise); on M/1/16, where G = 16, the mnist5k column also runs the
+released pairing (setting ``pairing="released"``, 3 seeds), the row Table 3 reports.
+
 ``localmixer-groups`` (Fig. 7): LG-FG-A's test error against the number of groups
 G ∈ {1, 2, 4, 8, 16} of M/1/G on ``mnist5k``, 2 seeds, same trainer.
 """
@@ -67,6 +72,9 @@ SUBSTITUTE_NOTE = {
 GROUP_COUNTS = [1, 2, 4, 8, 16]
 #: FG-W's readout exact, written out so a line says which FG-W it ran (the default since)
 RULE_OPTIONS = {"fg_w": {"exact_readout": True}}
+#: LG-FG-W with the released code's pairing of weight rows (a dense row with its own group:
+#: biased, lower variance; what Table 3's LG-FG-W ran), where it differs from ours: G > 1
+RELEASED_PAIRING = [("M/1/16", "mnist5k", {}, [0, 1, 2])]
 GROUP_SEEDS = [0, 1]
 BASE = RunConfig(model="localmixer", optimizer="sgd", lr=0.1, momentum=0.0, weight_decay=1e-4,
                  schedule="step", milestones=(100, 150), gamma=0.1, epochs=200,
@@ -93,6 +101,14 @@ def cells(quick: bool) -> list[Cell]:
             out.append(Cell(NAME, p["rule"], "localmixer", dataset, p["seed"],
                             scale_of(quick, "substituted" if note else "full"), cfg,
                             setting={"mixer": mixer}, options={"note": note} if note else {}))
+    for mixer, dataset, data, seeds in ([] if quick else RELEASED_PAIRING):
+        for seed in seeds:
+            cfg = BASE.replace(rule="lg_fg_w", seed=seed, dataset=dataset, data_options=data,
+                               model_options={"config": mixer},
+                               rule_options={"released_pairing": True})
+            out.append(Cell(NAME, "lg_fg_w", "localmixer", dataset, seed, "substituted", cfg,
+                            setting={"mixer": mixer, "pairing": "released"},
+                            options={"note": SUBSTITUTE_NOTE[dataset]}))
     return out
 
 
