@@ -31,10 +31,12 @@ column). ``--quick`` runs the first offline setting only (512 training images, o
 epoch); the MNIST and CIFAR-10 columns need ``python -m fa_tutor data fetch mnist`` and
 ``cifar10``.
 
-LG-FG-W's weight rows: ours pairs a dense row with the block total (its noise reaches
-every group through the LayerNorm after it: unbiased), the released code with the row's
-own group (biased, less noise); on M/1/16, where G = 16, the mnist5k column also runs the
-released pairing (setting ``pairing="released"``, 3 seeds), the row Table 3 reports.
+Two rules differ from the released code where G > 1, and the mnist5k M/1/16 column also
+runs the released versions (3 seeds each): LG-FG-W's weight rows (ours pairs a dense row
+with the block total, since its noise reaches every group through the LayerNorm after it:
+unbiased; the released code pairs it with the row's own group: biased, less noise;
+setting ``pairing="released"``) and LG-FA's heads (the released code computes each head's
+error with B in the head's forward; setting ``heads="released"``).
 
 ``localmixer-groups`` (Fig. 7): LG-FG-A's test error against the number of groups
 G ∈ {1, 2, 4, 8, 16} of M/1/G on ``mnist5k``, 2 seeds, same trainer.
@@ -72,9 +74,14 @@ SUBSTITUTE_NOTE = {
 GROUP_COUNTS = [1, 2, 4, 8, 16]
 #: FG-W's readout exact, written out so a line says which FG-W it ran (the default since)
 RULE_OPTIONS = {"fg_w": {"exact_readout": True}}
-#: LG-FG-W with the released code's pairing of weight rows (a dense row with its own group:
-#: biased, lower variance; what Table 3's LG-FG-W ran), where it differs from ours: G > 1
-RELEASED_PAIRING = [("M/1/16", "mnist5k", {}, [0, 1, 2])]
+#: The released code's versions of two rules, where they differ from ours (G > 1), as extra
+#: rows of the mnist5k M/1/16 column: LG-FG-W pairing a dense weight row with its own group
+#: (biased, lower variance) and LG-FA computing each head's error with B in the head's
+#: forward; (rule, its options, the setting that names the variant, mixer, dataset, seeds)
+RELEASED_VARIANTS = [
+    ("lg_fg_w", {"released_pairing": True}, {"pairing": "released"}, "M/1/16", "mnist5k", [0, 1, 2]),
+    ("lg_fa", {"released_heads": True}, {"heads": "released"}, "M/1/16", "mnist5k", [0, 1, 2]),
+]
 GROUP_SEEDS = [0, 1]
 BASE = RunConfig(model="localmixer", optimizer="sgd", lr=0.1, momentum=0.0, weight_decay=1e-4,
                  schedule="step", milestones=(100, 150), gamma=0.1, epochs=200,
@@ -101,13 +108,12 @@ def cells(quick: bool) -> list[Cell]:
             out.append(Cell(NAME, p["rule"], "localmixer", dataset, p["seed"],
                             scale_of(quick, "substituted" if note else "full"), cfg,
                             setting={"mixer": mixer}, options={"note": note} if note else {}))
-    for mixer, dataset, data, seeds in ([] if quick else RELEASED_PAIRING):
+    for rule, options, tag, mixer, dataset, seeds in ([] if quick else RELEASED_VARIANTS):
         for seed in seeds:
-            cfg = BASE.replace(rule="lg_fg_w", seed=seed, dataset=dataset, data_options=data,
-                               model_options={"config": mixer},
-                               rule_options={"released_pairing": True})
-            out.append(Cell(NAME, "lg_fg_w", "localmixer", dataset, seed, "substituted", cfg,
-                            setting={"mixer": mixer, "pairing": "released"},
+            cfg = BASE.replace(rule=rule, seed=seed, dataset=dataset,
+                               model_options={"config": mixer}, rule_options=options)
+            out.append(Cell(NAME, rule, "localmixer", dataset, seed, "substituted", cfg,
+                            setting={"mixer": mixer, **tag},
                             options={"note": SUBSTITUTE_NOTE[dataset]}))
     return out
 
