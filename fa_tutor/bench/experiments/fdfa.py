@@ -122,7 +122,7 @@ def mnist5k_over_seeds(level: float = CONVERGED_LOSS) -> tuple["pd.DataFrame", d
             epochs = [_first_epoch_below(hs, level) for _, hs in h.groupby("seed")] if len(h) else []
             errors = g.test_error if len(g) else pd.Series(dtype=float)
             stats[(model, rule)] = (errors, epochs)
-            rows.append({"model": model, "rule": rule.upper(), "seeds": len(g),
+            rows.append({"model": model, "rule": rule.upper().replace("_", "-"), "seeds": len(g),
                          "test error (%)": _mean_std(errors) if len(g) else "not yet run",
                          f"epoch to loss ≤ {level:g}": _mean_std(epochs, 1) if len(g) else "–",
                          "runs reaching it": f"{sum(not math.isnan(e) for e in epochs)}/{len(g)}"})
