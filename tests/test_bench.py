@@ -488,3 +488,21 @@ def test_fdfa_verdict_counts_a_gap_only_beyond_the_seeds_spread() -> None:
     stats[("fdfa_fc", "dkp")] = (s(2.1), [11.0])
     assert mnist5k_verdict(stats, "fdfa_fc") == (
         "fdfa_fc: waits for at least two seeds of FDFA, DFA and DKP.")
+
+
+def test_overview_keeps_cells_that_lack_a_setting_others_have(tmp_path) -> None:
+    """A setting only some cells have (localmixer's ``pairing``) is blank for the others,
+    whose rows must not vanish from the table (pandas drops NaN group keys by default)."""
+    import json
+
+    from fa_tutor.bench import report
+    lines = []
+    for seed, extra in [(0, {}), (1, {}), (0, {"pairing": "released"})]:
+        lines.append({"experiment": "localmixer", "rule": "lg_fg_w", "model": "localmixer",
+                      "dataset": "mnist5k", "seed": seed, "scale": "substituted",
+                      "setting": {"mixer": "M/1/16", **extra}, "cell": f"c{seed}{len(extra)}",
+                      "config": {}, "metrics": {"test_error": 10.0 - len(extra) - seed},
+                      "provenance": {"commit": "x", "device": "cpu", "started": f"t{seed}"}})
+    (tmp_path / "localmixer.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    table = report.overview("localmixer", tmp_path)
+    assert table[["pairing", "n"]].values.tolist() == [["", 2], ["released", 1]]

@@ -109,7 +109,7 @@ def summary(df: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFrame
     if df.empty:
         return pd.DataFrame(columns=[*by, *[f"{m}_{s}" for m in metrics for s in
                                             ("mean", "sem", "std")], "n"])
-    g = df.groupby(by, sort=False)
+    g = df.groupby(by, sort=False, dropna=False)  # a setting only some cells have: NaN elsewhere
     out = pd.concat({m: g[m].agg(["mean", sem, std]) for m in metrics if m in df}, axis=1)
     out.columns = [f"{m}_{s}" for m, s in out.columns]
     out["n"] = g.size()
@@ -386,6 +386,9 @@ def overview(experiment: str, out: str | Path | None = None) -> pd.DataFrame:
         table[m] = mean_pm(table, m)
     table = table[[*by, *metrics, "n"]]
     if "diverged_epoch" in df:
-        diverged = df.dropna(subset=["diverged_epoch"]).groupby(by, sort=False).size()
+        diverged = df.dropna(subset=["diverged_epoch"]).groupby(by, sort=False,
+                                                                 dropna=False).size()
         table["diverged"] = [int(diverged.get(tuple(row), 0)) for row in table[by].values]
+    for key in settings:  # a setting that only some cells have: blank for the others
+        table[key] = table[key].astype(object).where(table[key].notna(), "")
     return table
