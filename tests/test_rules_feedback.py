@@ -581,3 +581,17 @@ def test_the_input_layers_feedback_is_used_and_written_only_when_an_error_goes_b
     d1 = (((e @ B[NAMES[2]]) * (1 - h2**2)) @ B[NAMES[1]]) * (1 - h1**2)
     (gx,) = torch.autograd.grad(rule.loss_fn(rule(xg), y), xg)
     torch.testing.assert_close(gx, d1 @ B[NAMES[0]], **TOL)
+
+
+@pytest.mark.parametrize("name", ["usf", "frsf", "brsf"])
+def test_a_step_uses_the_signs_of_weights_replaced_out_of_place(name):
+    """B is rewritten from W at every step even when W changed without an in-place op
+    (``p.data = ...``), which torch's version counter may not see."""
+    model, (x, y) = mlp(), batch()
+    rule = ft.make_rule(name, model, seed=3)
+    rule.step(x, y)
+    with torch.no_grad():
+        model.layers[2].weight.data = -model.layers[2].weight.data.clone()
+    rule.step(x, y)
+    M = rule.magnitude[NAMES[2]]
+    assert torch.equal(rule._feedback[NAMES[2]], M * torch.sign(model.layers[2].weight.detach()))

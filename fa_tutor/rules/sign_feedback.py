@@ -60,6 +60,10 @@ class SignedFeedback:
             self.written[layer.weight_name] = stamp
         return self._feedback[layer.weight_name]
 
+    def update_feedback(self, new_step: bool) -> None:
+        if new_step:  # a step rewrites every B it uses, whatever the version counters say
+            self.written.clear()
+
     def feedback_for(self, layer: Layer) -> Tensor:
         return self.current(layer)
 
@@ -198,6 +202,7 @@ class BatchRandomSignFeedback(SignedFeedback, LayerwiseFeedbackRule):
         return M.uniform_(0.0, 3**0.5 * xavier_std(M.shape), generator=self.generator)
 
     def update_feedback(self, new_step: bool) -> None:
+        super().update_feedback(new_step)
         if new_step:  # brSF: a fresh |R_l| for every layer, drawn when the step first uses B_l
             self.due = set(self.magnitude)
 
