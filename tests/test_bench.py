@@ -485,6 +485,9 @@ def test_fdfa_verdict_counts_a_gap_only_beyond_the_seeds_spread() -> None:
     assert "converges faster than DFA (+9.5 epochs, spread 1.0)" in verdict  # 20.5 vs 11
     assert "FDFA ends within the seeds' spread of DKP (+0.00 points" in verdict
     assert "converges within the seeds' spread of DKP (+1.0 epochs, spread 1.0)" in verdict
+    stats[("fdfa_fc", "dfa")] = (s(3.0, 3.1, 2.9), [math.nan] * 3)  # DFA never gets there
+    assert ("converges faster than DFA: 3 of 3 FDFA runs reach the loss level (epoch 11.0 ± 1.0), "
+            "none of DFA's 3 do within the budget") in mnist5k_verdict(stats, "fdfa_fc")
     stats[("fdfa_fc", "dkp")] = (s(2.1), [11.0])
     assert mnist5k_verdict(stats, "fdfa_fc") == (
         "fdfa_fc: waits for at least two seeds of FDFA, DFA and DKP.")

@@ -153,7 +153,15 @@ def mnist5k_verdict(stats: dict, model: str) -> str:
         parts.append(f"FDFA ends {word} {other.upper()} ({gap:+.2f} points of test error, "
                      f"spread {spread:.2f})")
         mine, theirs = stats[(model, "fdfa")][1], stats[(model, other)][1]
-        if sum(not math.isnan(e) for e in mine) >= 2 and sum(not math.isnan(e) for e in theirs) >= 2:
+        reached = (sum(not math.isnan(e) for e in mine), sum(not math.isnan(e) for e in theirs))
+        if reached[0] >= 2 and reached[1] == 0 and len(theirs) >= 2:
+            parts.append(f"converges faster than {other.upper()}: {reached[0]} of {len(mine)} "
+                         f"FDFA runs reach the loss level (epoch {_mean_std(mine, 1)}), none of "
+                         f"{other.upper()}'s {len(theirs)} do within the budget")
+        elif reached[1] >= 2 and reached[0] == 0 and len(mine) >= 2:
+            parts.append(f"converges slower than {other.upper()}: none of FDFA's {len(mine)} runs "
+                         f"reach the loss level, {reached[1]} of {other.upper()}'s do")
+        elif reached[0] >= 2 and reached[1] >= 2:
             gap, spread, word = _compare(mine, theirs)
             speed = {"better than": "converges faster than", "worse than": "converges slower than",
                      "within the seeds' spread of": "converges within the seeds' spread of"}[word]
