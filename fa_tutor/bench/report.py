@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -116,19 +117,32 @@ def summary(df: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFrame
     return out.reset_index()
 
 
+def pm(mean: float | None, spread: float | None, digits: int = 2) -> str:
+    """``"mean ± spread"``; just the mean when the spread is missing (one seed), "–" without a mean."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    if spread is None or math.isnan(spread):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {spread:.{digits}f}"
+
+
+def mean_std(values: Iterable[float], digits: int = 2) -> str:
+    """``"mean ± std"`` over ``values`` (NaN ignored): the mean alone for one value, "–" for none.
+
+    >>> mean_std([1.0, 2.0, float("nan")]), mean_std([3.0]), mean_std([])
+    ('1.50 ± 0.71', '3.00', '–')
+    """
+    v = pd.Series(list(values), dtype=float).dropna()
+    return pm(v.mean() if len(v) else None, std(v) if len(v) else None, digits)
+
+
 def mean_pm(df: pd.DataFrame, metric: str, digits: int = 2, spread: str = "sem") -> pd.Series:
     """``"mean ± sem"`` (or ``spread="std"``: ``"mean ± std"``) strings from :func:`summary`
     columns (just the mean for n = 1)."""
-    def fmt(m: float, s: float) -> str:
-        if m is None or (isinstance(m, float) and math.isnan(m)):
-            return "–"
-        if s is None or math.isnan(s):
-            return f"{m:.{digits}f}"
-        return f"{m:.{digits}f} ± {s:.{digits}f}"
     if spread not in ("sem", "std"):
         raise ValueError(f"spread={spread!r}; choose 'sem' or 'std'")
-    return pd.Series([fmt(m, s) for m, s in zip(df[f"{metric}_mean"], df[f"{metric}_{spread}"])],
-                     index=df.index)
+    return pd.Series([pm(m, s, digits) for m, s in zip(df[f"{metric}_mean"],
+                                                      df[f"{metric}_{spread}"])], index=df.index)
 
 
 def provenance_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -92,15 +92,6 @@ def _first_epoch_below(history: "pd.DataFrame", level: float) -> float:
     return float(below.epoch.min()) if len(below) else math.nan
 
 
-def _mean_std(values: "pd.Series | list", digits: int = 2) -> str:
-    import pandas as pd
-
-    v = pd.Series(values, dtype=float).dropna()
-    if v.empty:
-        return "–"
-    return f"{v.mean():.{digits}f}" + (f" ± {v.std():.{digits}f}" if len(v) > 1 else "")
-
-
 def mnist5k_over_seeds(level: float = CONVERGED_LOSS) -> tuple["pd.DataFrame", dict]:
     """The committed mnist5k cells, per model and rule: test error (mean ± std over seeds), the
     epoch at which each run's mean training loss first falls to ``level`` (mean ± std over the
@@ -108,7 +99,7 @@ def mnist5k_over_seeds(level: float = CONVERGED_LOSS) -> tuple["pd.DataFrame", d
     (test errors, epochs), one entry per seed, for :func:`mnist5k_verdict`."""
     import pandas as pd
 
-    from ..report import histories, load
+    from ..report import histories, load, mean_std
 
     fd = load(NAME, scale="substituted")
     fd = fd[fd.dataset == "mnist5k"] if not fd.empty else fd
@@ -123,8 +114,8 @@ def mnist5k_over_seeds(level: float = CONVERGED_LOSS) -> tuple["pd.DataFrame", d
             errors = g.test_error if len(g) else pd.Series(dtype=float)
             stats[(model, rule)] = (errors, epochs)
             rows.append({"model": model, "rule": rule.upper().replace("_", "-"), "seeds": len(g),
-                         "test error (%)": _mean_std(errors) if len(g) else "not yet run",
-                         f"epoch to loss ≤ {level:g}": _mean_std(epochs, 1) if len(g) else "–",
+                         "test error (%)": mean_std(errors) if len(g) else "not yet run",
+                         f"epoch to loss ≤ {level:g}": mean_std(epochs, 1) if len(g) else "–",
                          "runs reaching it": f"{sum(not math.isnan(e) for e in epochs)}/{len(g)}"})
     return pd.DataFrame(rows), stats
 
@@ -145,6 +136,8 @@ def mnist5k_verdict(stats: dict, model: str) -> str:
     """Bacho & Chu's two claims on ``model`` against the seeds' spread: FDFA ends with a lower
     test error than DFA and DKP, and reaches the training-loss level in fewer epochs. A gap
     counts only when it exceeds the larger of the two rules' standard deviations."""
+    from ..report import mean_std
+
     if any(len(stats[(model, r)][0]) < 2 for r in ("fdfa", "dfa", "dkp")):
         return f"{model}: waits for at least two seeds of FDFA, DFA and DKP."
     parts = []
@@ -156,7 +149,7 @@ def mnist5k_verdict(stats: dict, model: str) -> str:
         reached = (sum(not math.isnan(e) for e in mine), sum(not math.isnan(e) for e in theirs))
         if reached[0] >= 2 and reached[1] == 0 and len(theirs) >= 2:
             parts.append(f"converges faster than {other.upper()}: {reached[0]} of {len(mine)} "
-                         f"FDFA runs reach the loss level (epoch {_mean_std(mine, 1)}), none of "
+                         f"FDFA runs reach the loss level (epoch {mean_std(mine, 1)}), none of "
                          f"{other.upper()}'s {len(theirs)} do within the budget")
         elif reached[1] >= 2 and reached[0] == 0 and len(mine) >= 2:
             parts.append(f"converges slower than {other.upper()}: none of FDFA's {len(mine)} runs "
