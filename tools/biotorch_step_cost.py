@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 import fa_tutor as ft
-from fa_tutor.bench.experiments.step_cost import SETTINGS, _fake_data
+from fa_tutor.bench.experiments.step_cost import SETTINGS, _fake_data, time_interleaved
 from fa_tutor.training import MODELS
 from fa_tutor.utils import provenance
 
@@ -104,13 +104,7 @@ def measure(model_name: str, rounds: int, min_round_s: float = 0.25) -> dict:
     t0 = time.perf_counter()
     calls["plain"]()
     steps = max(2, round(min_round_s / (time.perf_counter() - t0)))
-    times: dict[str, list[float]] = {k: [] for k in calls}
-    for r in range(rounds):
-        for name, call in (list(calls.items()) if r % 2 == 0 else list(calls.items())[::-1]):
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                call()
-            times[name].append((time.perf_counter() - t0) / steps)
+    times = time_interleaved(calls, rounds, steps, alternate=True)
     plain = statistics.median(times["plain"])
     return {"plain_seconds": plain, "steps_per_round": steps, "rounds": rounds,
             "batch_size": SETTINGS[model_name][2],

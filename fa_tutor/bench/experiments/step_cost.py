@@ -114,6 +114,25 @@ def _inside_range(event) -> bool:
     return False
 
 
+def time_interleaved(calls: dict[str, Callable[[], None]], rounds: int, steps: int,
+                     sync: Callable[[], None] = lambda: None,
+                     alternate: bool = False) -> dict[str, list[float]]:
+    """Seconds per call of each entry, one value per round: every round runs each call
+    ``steps`` times in turn (A, B, C, A, B, C, …; ``alternate``: every other round in reverse
+    order), so slow drifts of the machine hit every entry alike. ``sync`` waits for the device."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for r in range(rounds):
+        order = list(calls.items())
+        for name, call in (order[::-1] if alternate and r % 2 else order):
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                call()
+            sync()
+            times[name].append((time.perf_counter() - t0) / steps)
+    return times
+
+
 def measure(cell: Cell, device: str, _: object) -> list[tuple[str, dict]]:
     """Time every rule that runs on ``cell.model``; one (rule, metrics) pair each."""
     shape, classes, batch, options = SETTINGS[cell.model]
@@ -145,7 +164,6 @@ def measure(cell: Cell, device: str, _: object) -> list[tuple[str, dict]]:
             skipped[name] = str(err).splitlines()[0]
             continue
         runs[name] = (rule, opt)
-    times: dict[str, list[float]] = {n: [] for n in [*runs, FORWARD, PLAIN]}
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
     def forward() -> None:  # the unit of "where the cost goes": one inference pass
@@ -177,14 +195,7 @@ def measure(cell: Cell, device: str, _: object) -> list[tuple[str, dict]]:
     sync()
     t_bp = time.perf_counter() - t0
     steps = max(steps, math.ceil(cell.options.get("min_round_s", 0.0) / max(t_bp, 1e-6)))
-    for _ in range(rounds):
-        for name, call in calls.items():
-            sync()
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                call()
-            sync()
-            times[name].append((time.perf_counter() - t0) / steps)
+    times = time_interleaved(calls, rounds, steps, sync)
     bp, fwd = statistics.median(times["bp"]), statistics.median(times[FORWARD])
     ref = statistics.median(times[PLAIN])
     out = []
