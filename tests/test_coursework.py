@@ -127,6 +127,26 @@ def test_converter_renders_directives_and_roles() -> None:
         conv.markdown("{eq}`no-such-label`")
 
 
+def test_export_parses_python_in_one_thread_only(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPython 3.11's AST builder keeps one recursion counter for the process, so two
+    threads parsing at once fail with "AST constructor recursion depth mismatch" (it
+    failed a CI run of the round trip); the export parses (jupytext's literal_eval,
+    literalinclude's ast.parse) in the calling thread and threads only kernel runs."""
+    import threading
+
+    parse, threads = ast.parse, set()
+
+    def recording_parse(*args, **kwargs):
+        threads.add(threading.get_ident())
+        return parse(*args, **kwargs)
+
+    monkeypatch.setattr(ast, "parse", recording_parse)
+    export.export_notebooks(tmp_path, values=_fake_values(), jobs=2,
+                            chapters=[p.stem for p in CHAPTERS[:4]])
+    assert threads == {threading.get_ident()}
+
+
 @pytest.mark.parametrize("key", [False, True], ids=["student", "key"])
 def test_export_leaves_no_myst_and_runs_without_myst_nb(tmp_path: Path, key: bool) -> None:
     exported = export.export_notebooks(tmp_path, with_solutions=key, values=_fake_values())

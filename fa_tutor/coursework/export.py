@@ -192,32 +192,57 @@ def export_notebooks(directory: str | Path, *, with_solutions: bool = False,
         raise ValueError(f"values={values!r}; choose auto, build, run or a dict of values")
     index = BookIndex.from_book(root)
 
-    def one(path: Path) -> tuple[nbformat.NotebookNode, Exported]:
+    def prepare(path: Path) -> tuple[Path, nbformat.NotebookNode, nbformat.NotebookNode,
+                                      dict[str, str] | None, str]:
         chapter = path.stem
-        try:
-            source = jupytext.read(path)
-            key = _runnable(to_key(copy.deepcopy(source)), chapter)
-            nb = key if with_solutions else _runnable(to_student(source), chapter)
-            glued, origin, statuses = None, "given", None
-            if isinstance(values, dict):
-                glued = values.get(chapter, {})
-            elif values in ("auto", "build"):
-                glued, origin = built_values(path, root), "build"
-                if glued is None and values == "build":
-                    raise ValueError(f"no up-to-date book build of {chapter} (run make book)")
-            if glued is None:
-                glued, statuses = _run_for_values(key, path, timeout, env)
-                origin = "quick run"
-            rendered = render(nb, chapter, index, glued, origin, root, with_solutions)
-        except (ValueError, MystError) as err:
-            raise ValueError(f"{path.name}: {err}") from None
-        return rendered, Exported(out / f"{chapter}.ipynb", chapter, origin, glued,
-                                  statuses if with_solutions else None)
+        source = jupytext.read(path)
+        key = _runnable(to_key(copy.deepcopy(source)), chapter)
+        nb = key if with_solutions else _runnable(to_student(source), chapter)
+        glued, origin = None, "given"
+        if isinstance(values, dict):
+            glued = values.get(chapter, {})
+        elif values in ("auto", "build"):
+            glued, origin = built_values(path, root), "build"
+            if glued is None and values == "build":
+                raise ValueError(f"no up-to-date book build of {chapter} (run make book)")
+        return path, key, nb, glued, origin
 
+    def run_if_needed(item: tuple) -> tuple[dict[str, str], str, dict | None]:
+        path, key, _, glued, origin = item
+        if glued is not None:
+            return glued, origin, None
+        try:
+            glued, statuses = _run_for_values(key, path, timeout, env)
+        except ValueError as err:
+            raise failed(path, err) from None
+        return glued, "quick run", statuses
+
+    def failed(path: Path, err: Exception) -> ValueError:
+        return ValueError(f"{path.name}: {err}")
+
+    # Reading and rendering parse Python (jupytext's literal_eval, literalinclude's
+    # ast.parse), which CPython 3.11 cannot do in two threads at once (its AST builder
+    # keeps one recursion counter: "AST constructor recursion depth mismatch"), so
+    # only the kernel runs go to threads.
+    prepared = []
+    for path in paths:
+        try:
+            prepared.append(prepare(path))
+        except (ValueError, MystError) as err:
+            raise failed(path, err) from None
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(paths)))
     env = kernel_env(jobs)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        done = list(pool.map(one, paths))
+        ran = list(pool.map(run_if_needed, prepared))
+    done = []
+    for (path, _, nb, _, _), (glued, origin, statuses) in zip(prepared, ran):
+        chapter = path.stem
+        try:
+            rendered = render(nb, chapter, index, glued, origin, root, with_solutions)
+        except (ValueError, MystError) as err:
+            raise failed(path, err) from None
+        done.append((rendered, Exported(out / f"{chapter}.ipynb", chapter, origin, glued,
+                                        statuses if with_solutions else None)))
     out.mkdir(parents=True, exist_ok=True)
     for nb, exported in done:
         nbformat.write(nb, exported.path)
