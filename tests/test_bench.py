@@ -24,7 +24,7 @@ from fa_tutor.training import build_data
 
 NAMES = ["conservation-noisy-mnist", "estimator-variance", "fdfa", "lenet-cifar100-subsets",
          "lenet-fashion-mnist", "lenet-fashion-mnist-lr", "localmixer", "localmixer-groups",
-         "lenet-fashion-mnist-subsets", "noisy-mnist-memorisation",
+         "lenet-fashion-mnist-subsets", "noisy-mnist-memorisation", "noisy-mnist-memorisation-long",
          "resnet18-tinyimagenet-subsets", "step-cost"]
 PROVENANCE = {"commit", "fa_tutor", "torch", "cuda", "device", "started", "wall_s"}
 
