@@ -470,6 +470,61 @@ def test_matched_memorisation_reads_each_run_at_the_first_epoch_past_each_level(
         ["fa", 85.0, 20, 71.0], ["fa", 90.0, 30, 72.0]]
 
 
+def test_long_budget_runs_pair_each_long_run_with_its_short_twin() -> None:
+    import math
+
+    import pandas as pd
+
+    from fa_tutor.bench.experiments import noisy_mnist_memorisation as memo
+    short = pd.DataFrame({"rule": ["adafa", "adafa", "fa"], "seed": [0, 0, 1],
+                          "width": [60, 200, 200], "train_accuracy": [80.0, 87.2, 95.0]})
+    long = pd.DataFrame({"rule": ["adafa", "fa"], "seed": [0, 0],
+                         "train_accuracy": [91.5, 97.0], "test_accuracy": [84.0, 80.0]})
+    curves = pd.DataFrame({
+        "rule": ["adafa"] * 3 + ["fa"] * 2, "seed": [0] * 5, "width": [200] * 5,
+        "epoch": [memo.EPOCHS, memo.EPOCHS + 10, memo.LONG_EPOCHS, 10, memo.LONG_EPOCHS],
+        "train_accuracy": [87.2, 90.0, 91.5, 60.0, 97.0],
+        "test_accuracy": [86.0, 85.5, 84.0, 88.0, 80.0]})
+    got = memo.long_budget_runs(short, long, curves).set_index("rule")
+    ada = got.loc["adafa"]
+    assert (ada.train_at_short, ada.short_train) == (87.2, 87.2)  # width 200, not 60
+    assert (ada.memorised_epoch, ada.test_at_memorised, ada.peak_test) == (
+        memo.EPOCHS + 10, 85.5, 86.0)
+    fa = got.loc["fa"]  # no short line for seed 0, no record at epoch 12,000
+    assert math.isnan(fa.short_train) and math.isnan(fa.train_at_short)
+    assert (fa.memorised_epoch, fa.test_at_memorised) == (memo.LONG_EPOCHS, 80.0)
+    assert memo.long_budget_runs(short, long.iloc[:0], curves).empty
+
+
+def test_alignment_by_classes_and_its_verdict() -> None:
+    import math
+
+    import pandas as pd
+
+    from fa_tutor.bench.experiments.class_subsets import alignment_by_classes, alignment_verdict
+    rows = []
+    for rule, start, fall in [("fa", 0.6, 0.03), ("adafa", 0.8, 0.01), ("usf", 0.5, 0.0),
+                              ("bp", math.nan, 0.0)]:
+        for k in (2, 10):
+            for seed in (0, 1):
+                w = start - fall * k + 0.002 * seed
+                rows.append({"rule": rule, "classes": k, "seed": seed, "test_accuracy": 90 - k,
+                             "weight_cos/conv1": w, "weight_cos/fc1": w + 0.1,
+                             "update_cos/total": 0.9})
+    per_seed = alignment_by_classes(pd.DataFrame(rows))
+    fa = per_seed[(per_seed.rule == "fa") & (per_seed.classes == 2)].weight_alignment
+    assert fa.tolist() == pytest.approx([0.59, 0.592])  # the layers' mean: (0.54 + 0.64) / 2
+    assert per_seed[per_seed.rule == "bp"].weight_alignment.isna().all()
+    verdict = alignment_verdict(per_seed)
+    assert "FA's mean weight alignment falls from k = 2 to k = 10 (0.591 → 0.351" in verdict
+    assert "uSF's mean weight alignment stays within the seeds' spread" in verdict
+    assert verdict.endswith("Largest fall first: FA, adaFA, uSF — the paper's order.")
+    per_seed.loc[per_seed.rule == "usf", "weight_alignment"] -= per_seed.classes * 0.05
+    assert "Largest fall first: uSF, FA, adaFA — the paper's order is FA, adaFA, uSF." in \
+        alignment_verdict(per_seed)
+    assert alignment_verdict(per_seed[per_seed.classes == 2]).startswith("Only k = 2")
+
+
 def test_fdfa_verdict_counts_a_gap_only_beyond_the_seeds_spread() -> None:
     import math
 

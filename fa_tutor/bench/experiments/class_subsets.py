@@ -118,3 +118,59 @@ def fashion_cells(quick: bool) -> list[Cell]:
     return subset_cells("lenet-fashion-mnist-subsets", FASHION, [0, 1], quick,
                         classes=FASHION_CLASSES, scale="substituted", note=FASHION_NOTE,
                         data={"resize": 32})
+
+
+#: display names of the rules in the readings
+NAMES = {"fa": "FA", "adafa": "adaFA", "usf": "uSF", "bp": "GD"}
+
+
+def alignment_by_classes(lines: "pd.DataFrame") -> "pd.DataFrame":
+    """One row per (rule, classes, seed): the final weight alignment averaged over the
+    layers that have a B (``weight_alignment``, mean of ``weight_cos/*``; nan for GD), the
+    alignment of the whole update with the true gradient (``update_alignment``,
+    ``update_cos/total``) and ``test_accuracy``. ``lines``: ``report.load`` of a subset
+    experiment."""
+    import pandas as pd
+
+    cols = ["rule", "classes", "seed", "weight_alignment", "update_alignment", "test_accuracy"]
+    if lines.empty:
+        return pd.DataFrame(columns=cols)
+    weight = [c for c in lines.columns if c.startswith("weight_cos/")]
+    out = lines[["rule", "classes", "seed", "test_accuracy"]].copy()
+    out["weight_alignment"] = lines[weight].mean(axis=1) if weight else float("nan")
+    out["update_alignment"] = lines.get("update_cos/total", float("nan"))
+    return out[cols].reset_index(drop=True)
+
+
+def alignment_verdict(per_seed: "pd.DataFrame") -> str:
+    """Robertson & Koyejo's App. B.2 claim read from :func:`alignment_by_classes`: does each
+    feedback rule's weight alignment fall from the fewest to the most classes by more than
+    the seeds' spread, and in which order of size (the paper: most for FA, then adaFA, least
+    for sign-FA)?"""
+    if per_seed.empty:
+        return "No line is committed yet."
+    ks = sorted(per_seed.classes.unique())
+    if len(ks) < 2:
+        return f"Only k = {ks[0]} is committed; the claim needs at least two class counts."
+    lo, hi = ks[0], ks[-1]
+    drops, out = {}, []
+    for rule in [r for r in ("fa", "adafa", "usf") if r in set(per_seed.rule)]:
+        at = per_seed[per_seed.rule == rule].groupby("classes").weight_alignment
+        if lo not in at.groups or hi not in at.groups:
+            continue
+        mean, std = at.mean(), at.std().fillna(0.0)
+        drop, spread = mean[lo] - mean[hi], max(std[lo], std[hi])
+        drops[rule] = drop
+        seeds = int(min(at.count()[lo], at.count()[hi]))
+        what = ("falls" if drop > spread else "rises" if -drop > spread else
+                "stays within the seeds' spread")
+        out.append(f"{NAMES[rule]}'s mean weight alignment {what} from k = {lo} to k = {hi} "
+                   f"({mean[lo]:.3f} → {mean[hi]:.3f}, spread {spread:.3f}, {seeds} "
+                   f"seed{'s' if seeds != 1 else ''}).")
+    if len(drops) > 1:
+        order = sorted(drops, key=drops.get, reverse=True)
+        paper = [r for r in ("fa", "adafa", "usf") if r in drops]
+        out.append("Largest fall first: " + ", ".join(NAMES[r] for r in order) + " — "
+                   + ("the paper's order." if order == paper else
+                      "the paper's order is " + ", ".join(NAMES[r] for r in paper) + "."))
+    return " ".join(out)

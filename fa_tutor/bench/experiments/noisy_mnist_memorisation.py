@@ -22,6 +22,8 @@ MNIST's 60k and its 10k test set), as in ``conservation-noisy-mnist``.
 """
 from __future__ import annotations
 
+import math
+
 from ...training import RunConfig
 from ..registry import Cell, experiment
 from ._common import config_cell, grid, pick, scale_of
@@ -111,3 +113,44 @@ def at_matched_memorisation(curves: "pd.DataFrame",
                              "epoch": int(hit.epoch.iloc[0]),
                              "test_accuracy": float(hit.test_accuracy.iloc[0])})
     return pd.DataFrame(rows, columns=["width", "rule", "seed", "level", "epoch", "test_accuracy"])
+
+
+def long_budget_runs(short: "pd.DataFrame", long: "pd.DataFrame",
+                     long_curves: "pd.DataFrame") -> "pd.DataFrame":
+    """One row per (rule, seed) of :data:`LONG` beside the same seed's 12,000-epoch run.
+
+    ``short``: :func:`fa_tutor.bench.report.load` of :data:`NAME`; ``long`` and
+    ``long_curves``: ``load`` and ``histories`` of :data:`LONG`. Columns: the long run's
+    train accuracy on the noisy labels at epoch :data:`EPOCHS` (``train_at_short``) and at
+    the end, its final and best test accuracy, the epoch at which it first reaches
+    :data:`MEMORISED` and its test accuracy there (nan where it never does), and
+    ``short_train``, the 12,000-epoch line's final train accuracy for the same rule and seed.
+    The schedule is constant, so up to epoch 12,000 the two runs are the same run:
+    ``train_at_short - short_train`` measures how exactly a run repeats.
+    """
+    import pandas as pd
+
+    cols = ["rule", "seed", "train_at_short", "short_train", "train_accuracy", "test_accuracy",
+            "peak_test", "memorised_epoch", "test_at_memorised"]
+    if long.empty:
+        return pd.DataFrame(columns=cols)
+    wide = short[short.width == LONG_WIDTH].set_index(["rule", "seed"]) if not short.empty \
+        else pd.DataFrame()
+    matched = at_matched_memorisation(long_curves, levels=(MEMORISED,))
+    rows = []
+    for _, line in long.iterrows():
+        key = (line.rule, line.seed)
+        run = long_curves[(long_curves.rule == line.rule) & (long_curves.seed == line.seed)]
+        at_short = run[run.epoch == EPOCHS].train_accuracy
+        hit = matched[(matched.rule == line.rule) & (matched.seed == line.seed)]
+        rows.append({"rule": line.rule, "seed": int(line.seed),
+                     "train_at_short": float(at_short.iloc[0]) if len(at_short) else math.nan,
+                     "short_train": float(wide.train_accuracy[key]) if key in wide.index
+                     else math.nan,
+                     "train_accuracy": float(line.train_accuracy),
+                     "test_accuracy": float(line.test_accuracy),
+                     "peak_test": float(run.test_accuracy.max()) if len(run) else math.nan,
+                     "memorised_epoch": float(hit.epoch.iloc[0]) if len(hit) else math.nan,
+                     "test_at_memorised": float(hit.test_accuracy.iloc[0]) if len(hit)
+                     else math.nan})
+    return pd.DataFrame(rows, columns=cols)
