@@ -359,6 +359,18 @@ def test_step_cost_tables_use_the_plain_pytorch_reference_when_measured() -> Non
     assert table.loc["dfa", "within target"]
 
 
+def test_step_cost_floors_table() -> None:
+    df = pd.DataFrame({"rule": ["kp", "fa", "kp"], "model": ["mlp", "mlp", "lenet"],
+                       "ratio_to_plain": [1.2, 1.09, 1.05], "floor_ratio": [1.18, None, 1.04],
+                       "target": [1.1, 1.1, 1.1],
+                       "floor": ["fa + the optimizer's update of B", None,
+                                 "fa + the optimizer's update of B"]})
+    floors = report.step_cost_floors(df)
+    assert floors[["rule", "model"]].values.tolist() == [["kp", "lenet"], ["kp", "mlp"]]
+    assert floors["over floor"].tolist() == pytest.approx([0.01, 0.02])
+    assert report.step_cost_floors(df.drop(columns="floor_ratio")).empty  # older lines
+
+
 def test_step_cost_times_plain_pytorch_in_the_same_rounds(monkeypatch) -> None:
     """A quick step-cost cell reports ratio_to_plain beside ratio_to_bp, consistently."""
     from fa_tutor.bench.experiments import step_cost
@@ -370,6 +382,51 @@ def test_step_cost_times_plain_pytorch_in_the_same_rounds(monkeypatch) -> None:
         assert m["ratio_to_plain"] == pytest.approx(m["seconds_per_step"] / m["plain_seconds"])
         assert m["ratio_to_plain"] > 0 and m["ratio_to_bp"] > 0
     assert out["bp"]["ratio_to_bp"] == 1.0 and out["bp"]["target"] == 1.03
+
+
+def test_step_cost_floors_time_the_base_rule_plus_only_the_defined_extra(monkeypatch) -> None:
+    """kp's floor is FA plus an optimizer update of B-shaped tensors; usf's is FA plus
+    B <- c sign(W) for the layers whose B a usf step uses (not the input layer)."""
+    import torch
+
+    import fa_tutor as ft
+    from fa_tutor.bench.experiments import step_cost
+
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+
+    def built(name):
+        model = ft.models.MLP(6, [5, 4], 3)
+        rule = ft.make_rule(name, model, seed=0)
+        opt = torch.optim.SGD([*model.parameters(), *rule.parameters()], lr=0.5)
+        opt.zero_grad()
+        rule.step(x, y)
+        opt.step()
+        return rule, opt
+
+    kp, usf = built("kp")[0], built("usf")[0]
+    fa, fa_opt = built("fa")
+    learned = step_cost.FloorStep(kp, fa, fa_opt, "learned", x, y)
+    assert [t.shape for t in learned.scratch] == [B.shape for B in kp.parameters()]
+    W0 = fa.model.layers[0].weight.detach().clone()
+    learned()
+    learned()
+    assert all(bool((t == -1.0).all()) for t in learned.scratch)  # 2 SGD steps, lr 0.5, grad 1
+    assert not torch.equal(fa.model.layers[0].weight, W0)  # the base rule stepped too
+    sign = step_cost.FloorStep(usf, fa, fa_opt, "sign", x, y)
+    assert sorted(usf.written) == ["layers.1.weight", "layers.2.weight"]
+    sign()
+    for (W, scratch, M), name in zip(sign.signs, ["layers.1.weight", "layers.2.weight"]):
+        assert M == usf.magnitude[name] and W is fa.model.get_parameter(name)
+        assert torch.equal(scratch, torch.sign(W) * M)
+    with pytest.raises(ValueError, match="choose learned or sign"):
+        step_cost.FloorStep(usf, fa, fa_opt, "copy", x, y)
+    cell = next(c for c in EXPERIMENTS["step-cost"].cells(True) if c.model == "mlp")
+    monkeypatch.setattr(step_cost, "available_rules", lambda: ["bp", "fa", "usf", "kp", "dkp"])
+    out = dict(step_cost.measure(cell, "cpu", None))
+    assert out["kp"]["floor"] == "fa + the optimizer's update of B" and out["kp"]["floor_ratio"] > 0
+    assert out["usf"]["floor"] == "fa + B ← M ⊙ sign(W) for the layers used"
+    assert "floor" not in out["fa"] and "floor" not in out["dkp"]  # dkp's base dfa is not timed
 
 
 def test_localmixer_fashion_cells_are_labelled_substituted_with_a_note() -> None:

@@ -376,6 +376,22 @@ def step_cost_draws(df: pd.DataFrame) -> pd.DataFrame:
     return table.rename(columns=values, level=0).round(2)
 
 
+def step_cost_floors(df: pd.DataFrame) -> pd.DataFrame:
+    """Rules with a timed floor (``step_cost.FLOORS``): per (rule, model) the ratio to plain
+    PyTorch, the floor's ratio (the base rule plus only what the rule adds by definition),
+    ``over floor`` (their difference: the overhead an implementation could still remove),
+    the target and what the floor adds; empty for lines without floors."""
+    if df.empty or "floor_ratio" not in df:
+        return pd.DataFrame()
+    ok = df.dropna(subset=["floor_ratio", "ratio_to_plain"])
+    table = ok[["rule", "model", "ratio_to_plain", "floor_ratio", "target", "floor"]].copy()
+    table["over floor"] = table.ratio_to_plain - table.floor_ratio
+    table = table.rename(columns={"ratio_to_plain": "ratio", "floor_ratio": "floor ratio",
+                                  "floor": "floor: base rule + ..."})
+    cols = ["rule", "model", "ratio", "floor ratio", "over floor", "target", "floor: base rule + ..."]
+    return table[cols].sort_values(["rule", "model"]).round(3).reset_index(drop=True)
+
+
 # --------------------------------------------------------------------------------------
 # The terminal's view (python -m fa_tutor bench report NAME)
 #: the metrics an overview shows, where an experiment's lines have them

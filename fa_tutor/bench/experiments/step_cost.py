@@ -1,4 +1,4 @@
-"""step-cost: seconds per training step of every rule, as a ratio to plain PyTorch backprop, in one run.
+r"""step-cost: seconds per training step of every rule, as a ratio to plain PyTorch backprop, in one run.
 
 Per model, every rule is built on the same weights and timed in interleaved
 rounds (rule A, rule B, …, then again), so slow drifts of the machine hit every
@@ -13,6 +13,17 @@ forward pass (no grad) is timed in the same rounds, so each step is also
 reported in forward-pass units (``forward_passes``), and one profiled run per
 rule measures the share of its step spent drawing random numbers (``draw_share``;
 ``ratio_without_draws`` is the ratio with that share taken out): where the cost goes.
+
+Some rules do work beyond their base rule by definition, work whose cost is the same in
+any implementation. For them a **floor** is timed in the same rounds: the base rule's step
+(FA's or DFA's) plus only that work, on scratch tensors of the same shapes
+(``floor_ratio``, over plain PyTorch; ``floor``, what it adds). Kolen–Pollack and DKP
+learn their feedback, so the optimizer updates a second set of tensors (``B``'s shapes);
+uSF, frSF and brSF write :math:`B_l \leftarrow M_l \odot \operatorname{sign}(W_l)` for
+every layer whose :math:`B_l` the step uses (brSF's draw is measured by ``draw_share``).
+A rule at its floor has no overhead left to remove; a floor above the target says the
+target cannot be met on that model and device by any implementation of the rule built
+on that base.
 """
 from __future__ import annotations
 
@@ -45,6 +56,21 @@ TARGETS = {"layer-wise feedback": 1.10, "direct feedback": 1.05, "forward gradie
 FDFA_TARGET = 1.30
 FORWARD = "(forward pass)"  # the unit timed alongside the rules
 PLAIN = "(plain backprop)"  # the reference: loss.backward() on the same model, no rule
+
+
+#: rule -> (its base rule, what it adds by definition): see :class:`FloorStep`
+FLOORS = {"kp": ("fa", "learned"), "dkp": ("dfa", "learned"),
+          "usf": ("fa", "sign"), "frsf": ("fa", "sign"), "brsf": ("fa", "sign")}
+FLOOR_PREFIX = "(floor) "
+
+
+def floor_name(rule: str) -> str:
+    """The timed entry of ``rule``'s floor."""
+    return FLOOR_PREFIX + rule
+
+
+FLOOR_WHAT = {"learned": "{base} + the optimizer's update of B",
+              "sign": "{base} + B ← M ⊙ sign(W) for the layers used"}
 
 
 def target(rule: str) -> float:
@@ -114,6 +140,49 @@ def _inside_range(event) -> bool:
     return False
 
 
+class FloorStep:
+    """A step of ``base`` (its own model copy and optimizer) plus only the work ``rule`` adds
+    by definition (:data:`FLOORS`), on scratch tensors shaped like ``rule``'s (``scratch``).
+
+    ``learned``: an optimizer like ``base_opt`` (same class and settings) updates tensors
+    shaped like ``rule.parameters()`` with a fixed gradient of ones. ``sign``: for every layer
+    whose :math:`B_l` a step of ``rule`` wrote (``rule.written``, after a warm-up step),
+    ``sign(W_l)`` then ``× M_l`` into a scratch tensor (the two ops of ``rule.write``).
+    """
+
+    def __init__(self, rule: Rule, base: Rule, base_opt: torch.optim.Optimizer, kind: str,
+                 x: torch.Tensor, y: torch.Tensor):
+        if kind not in FLOOR_WHAT:
+            raise ValueError(f"unknown floor kind {kind!r}; choose {' or '.join(FLOOR_WHAT)}")
+        self.base, self.base_opt, self.kind, self.x, self.y = base, base_opt, kind, x, y
+        self.scratch: list[torch.Tensor] = []
+        self.signs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]] = []
+        self.extra_opt: torch.optim.Optimizer | None = None
+        if kind == "learned":
+            self.scratch = [torch.zeros_like(p) for p in rule.parameters()]
+            for t in self.scratch:
+                t.grad = torch.ones_like(t)
+            defaults = {k: v for k, v in base_opt.defaults.items() if k != "params"}
+            self.extra_opt = type(base_opt)(self.scratch, **defaults)
+        else:
+            for layer in base.layers:
+                if layer.weight_name in rule.written:
+                    scratch = torch.empty_like(layer.weight)
+                    self.scratch.append(scratch)
+                    self.signs.append((layer.weight, scratch, rule.magnitude[layer.weight_name]))
+
+    def __call__(self) -> None:
+        self.base_opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for W, scratch, M in self.signs:
+                torch.sign(W, out=scratch)
+                torch.mul(scratch, M, out=scratch)
+        self.base.step(self.x, self.y)
+        self.base_opt.step()
+        if self.extra_opt is not None:
+            self.extra_opt.step()
+
+
 def time_interleaved(calls: dict[str, Callable[[], None]], rounds: int, steps: int,
                      sync: Callable[[], None] = lambda: None,
                      alternate: bool = False) -> dict[str, list[float]]:
@@ -145,17 +214,22 @@ def measure(cell: Cell, device: str, _: object) -> list[tuple[str, dict]]:
     runs: dict[str, tuple] = {}
     skipped: dict[str, str] = {}
     failed: dict[str, str] = {}
-    for name in available_rules():
+
+    def build(name: str) -> tuple[Rule, torch.optim.Optimizer]:
+        """``name`` on a copy of the model, with its optimizer, warmed up."""
         model = copy.deepcopy(base)
+        extra = {"input_shape": shape} if rule_spec(name).family == "direct feedback" else {}
+        rule = make_rule(name, model, seed=cell.seed, **extra)
+        opt = torch.optim.SGD([*model.parameters(), *rule.parameters()], lr=1e-4)
+        for _ in range(cell.options.get("warmup", 2)):  # lazy shapes, allocator, caches
+            opt.zero_grad(set_to_none=True)
+            rule.step(x, y)
+            opt.step()
+        return rule, opt
+
+    for name in available_rules():
         try:
-            extra = {"input_shape": shape} if rule_spec(name).family == "direct feedback" else {}
-            rule = make_rule(name, model, seed=cell.seed, **extra)
-            params = [*model.parameters(), *rule.parameters()]
-            opt = torch.optim.SGD(params, lr=1e-4)
-            for _ in range(cell.options.get("warmup", 2)):  # lazy shapes, allocator, caches
-                opt.zero_grad(set_to_none=True)
-                rule.step(x, y)
-                opt.step()
+            rule, opt = build(name)
         except (BatchShapeError, RuntimeError) as err:  # the rule fails on this model (a batch
             # that does not fit is a failure, not a refusal): report it, time the others
             failed[name] = f"{type(err).__name__}: {str(err).splitlines()[0]}"
@@ -188,6 +262,9 @@ def measure(cell: Cell, device: str, _: object) -> list[tuple[str, dict]]:
     calls = {name: functools.partial(step, *run) for name, run in runs.items()}
     calls[FORWARD] = forward
     calls[PLAIN] = plain
+    floors = {name: FLOORS[name] for name in runs if name in FLOORS and FLOORS[name][0] in runs}
+    for name, (base_rule, kind) in floors.items():
+        calls[floor_name(name)] = FloorStep(runs[name][0], *build(base_rule), kind, x, y)
     # fast models: enough steps per round that each round lasts min_round_s (timer noise)
     sync()
     t0 = time.perf_counter()
@@ -200,11 +277,16 @@ def measure(cell: Cell, device: str, _: object) -> list[tuple[str, dict]]:
     ref = statistics.median(times[PLAIN])
     out = []
     for name, ts in times.items():
-        if name in (FORWARD, PLAIN):
+        if name in (FORWARD, PLAIN) or name.startswith(FLOOR_PREFIX):
             continue
         med = statistics.median(ts)
         share = draw_share(calls[name], steps, device)
-        out.append((name, {"seconds_per_step": med, "ratio_to_plain": med / ref,
+        floor = {}
+        if name in floors:
+            base_rule, kind = floors[name]
+            floor = {"floor_ratio": statistics.median(times[floor_name(name)]) / ref,
+                     "floor": FLOOR_WHAT[kind].format(base=base_rule)}
+        out.append((name, {**floor, "seconds_per_step": med, "ratio_to_plain": med / ref,
                            "ratio_to_bp": med / bp, "target": target(name),
                            "plain_seconds": ref, "forward_seconds": fwd,
                            "forward_passes": med / fwd, "draw_share": share,
