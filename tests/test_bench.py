@@ -360,6 +360,8 @@ def test_step_cost_tables_use_the_plain_pytorch_reference_when_measured() -> Non
 
 
 def test_step_cost_floors_table() -> None:
+    import math
+
     df = pd.DataFrame({"rule": ["kp", "fa", "kp"], "model": ["mlp", "mlp", "lenet"],
                        "ratio_to_plain": [1.2, 1.09, 1.05], "floor_ratio": [1.18, None, 1.04],
                        "target": [1.1, 1.1, 1.1],
@@ -368,6 +370,9 @@ def test_step_cost_floors_table() -> None:
     floors = report.step_cost_floors(df)
     assert floors[["rule", "model"]].values.tolist() == [["kp", "lenet"], ["kp", "mlp"]]
     assert floors["over floor"].tolist() == pytest.approx([0.01, 0.02])
+    assert floors.base.tolist() == ["fa", "fa"]
+    assert floors["defined work"].tolist()[1] == pytest.approx(0.09)  # 1.18 - fa's 1.09
+    assert math.isnan(floors["base ratio"][0])  # no fa line on lenet
     assert report.step_cost_floors(df.drop(columns="floor_ratio")).empty  # older lines
 
 
