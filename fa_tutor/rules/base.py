@@ -306,3 +306,8 @@ def xavier_std(weight_shape: torch.Size) -> float:
     fan_out, fan_in = weight_shape[0] * receptive, weight_shape[1] * receptive
     return math.sqrt(2.0 / (fan_in + fan_out))
 
+
+def xavier_bound(weight_shape: torch.Size) -> float:
+    """a = √3·c, the half-width of Xavier-uniform U(−a, a) (std c = :func:`xavier_std`)."""
+    return math.sqrt(3.0) * xavier_std(weight_shape)
+

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ._torch_compat import (cache_forward_signature, conv2d_backward, eager_twin,
                             functorch_transforms_active)
-from .base import Rule, check_batch, fill_doc, register, rule_spec, xavier_std
+from .base import Rule, check_batch, fill_doc, register, rule_spec, xavier_bound
 from .intercept import Layer, WeightOpMode, as_pair, find_layers
 
 #: Shared Args text of every layer-wise rule docstring.
@@ -224,8 +224,8 @@ class LayerwiseFeedbackRule(Rule):
         return self._feedback[layer.weight_name]
 
     def xavier_uniform(self, W: Tensor, out: Tensor | None = None) -> Tensor:
-        """A U(-a, a) draw, a = √3·xavier_std(W), by ``self.generator``."""
-        a = 3**0.5 * xavier_std(W.shape)
+        """A U(-a, a) draw, a = √3·c (:func:`.base.xavier_bound`), by ``self.generator``."""
+        a = xavier_bound(W.shape)
         out = torch.empty_like(W) if out is None else out
         return out.uniform_(-a, a, generator=self.generator)
 

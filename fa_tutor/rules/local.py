@@ -224,18 +224,8 @@ class LocalForwardGradient(Rule):
         return draw(W), None if b is None else draw(b)
 
     def _weight_grads(self, v: dict, d: list[Tensor], params: list[Tensor]) -> list:
-        """∇_W ← c ⊙ v_W row by row, c = the summed derivative of the copies each row feeds."""
-        grads: dict[int, Tensor] = {}
-        for layer in self.body:
-            if layer.name not in v:
-                continue
-            c = self.model.local_credit(layer.name, d, weight=True,  # (rows,)
-                                        released=self.options.get("released_pairing", False))
-            vW, vb = v[layer.name]
-            grads[id(layer.module.weight)] = c.reshape(-1, *[1] * (vW.dim() - 1)) * vW
-            if vb is not None:
-                grads[id(layer.module.bias)] = c * vb
-        return [grads.get(id(p)) for p in params]
+        """The weight-perturbed parameters' gradients (LG-FG-W); none for activity rules."""
+        return [None] * len(params)
 
 
 @register("lg_fg_a", family="local loss", needs_local_losses=True, stochastic=True,
@@ -336,3 +326,17 @@ class LocalForwardGradientWeights(LocalForwardGradient):
     def __init__(self, model: nn.Module, *, released_pairing: bool = False, **options: Any):
         super().__init__(model, **options)
         self.options["released_pairing"] = released_pairing
+
+    def _weight_grads(self, v: dict, d: list[Tensor], params: list[Tensor]) -> list:
+        """∇_W ← c ⊙ v_W row by row, c = the summed derivative of the copies each row feeds."""
+        grads: dict[int, Tensor] = {}
+        for layer in self.body:
+            if layer.name not in v:
+                continue
+            c = self.model.local_credit(layer.name, d, weight=True,  # (rows,)
+                                        released=self.options["released_pairing"])
+            vW, vb = v[layer.name]
+            grads[id(layer.module.weight)] = c.reshape(-1, *[1] * (vW.dim() - 1)) * vW
+            if vb is not None:
+                grads[id(layer.module.bias)] = c * vb
+        return [grads.get(id(p)) for p in params]

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ._torch_compat import version
-from .base import fill_doc, register, xavier_std
+from .base import fill_doc, register, xavier_bound, xavier_std
 from .feedback import _COMMON_ARGS, CHOICES, DEFAULTS, FAMILY, LayerwiseFeedbackRule
 from .intercept import Layer
 
@@ -64,8 +64,7 @@ class SignedFeedback:
         if new_step:  # a step rewrites every B it uses, whatever the version counters say
             self.written.clear()
 
-    def feedback_for(self, layer: Layer) -> Tensor:
-        return self.current(layer)
+    feedback_for = current  # the forward pass asks for B_l only where an error goes below l
 
     def refresh_feedback(self) -> None:
         for layer in self.layers:  # a read only writes: it never draws (brsf)
@@ -199,7 +198,7 @@ class BatchRandomSignFeedback(SignedFeedback, LayerwiseFeedbackRule):
 
     def draw_magnitude(self, M: Tensor) -> Tensor:
         """|R_l| into ``M``: one draw from U(0, √3·c_l), the law of |U(-√3·c_l, √3·c_l)|."""
-        return M.uniform_(0.0, 3**0.5 * xavier_std(M.shape), generator=self.generator)
+        return M.uniform_(0.0, xavier_bound(M.shape), generator=self.generator)
 
     def update_feedback(self, new_step: bool) -> None:
         super().update_feedback(new_step)
