@@ -7,7 +7,10 @@ best-validation epoch's model evaluated on the 10k test set. Validation: 10 % of
 the 60k training images (``val_fraction=0.1``; biotorch's exact split is not
 published). Inputs are standardised (``normalize=True``: the training set's mean
 0.286 and std 0.353, the constants of biotorch's Fashion-MNIST data set class).
-Learned feedback (kp, dkp) uses the same optimizer as the forward weights.
+Learned feedback (kp, dkp) uses the same optimizer as the forward weights. The
+training set is not evaluated again after each epoch (``eval_train=False``, as in the
+selection): the lines keep each epoch's running training loss (what the blow-up check
+reads), and a pass over the 54k images would add about a third to every epoch.
 
 Learning rates, one per rule (biotorch's published configurations also set one per
 method; the Fashion-MNIST ones are not published). They are chosen by the
@@ -125,7 +128,8 @@ def cells(quick: bool) -> list[Cell]:
         if lr is None:  # not selected yet: its cells wait for lenet-fashion-mnist-lr
             continue
         for seed in pick(SEEDS[rule], quick):
-            cfg = BASE.replace(rule=rule, seed=seed, lr=lr, **(QUICK if quick else {}),
+            cfg = BASE.replace(rule=rule, seed=seed, lr=lr, eval_train=False,
+                               **(QUICK if quick else {}),
                                data_options=QUICK_DATA if quick else BASE.data_options)
             out.append(Cell(NAME, rule, "lenet5", "fashion_mnist", seed, scale_of(quick), cfg,
                             setting={"lr": lr}))
