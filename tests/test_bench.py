@@ -20,7 +20,7 @@ from fa_tutor.bench import EXPERIMENTS, list_experiments, read_results, run_expe
 from fa_tutor.bench import report
 from fa_tutor.cli import main
 from fa_tutor.data import DATASETS, DatasetNotAvailable
-from fa_tutor.training import build_data
+from fa_tutor.training import RunConfig, build_data
 
 NAMES = ["conservation-noisy-mnist", "estimator-variance", "fdfa", "lenet-cifar100-subsets",
          "lenet-fashion-mnist", "lenet-fashion-mnist-lr", "localmixer", "localmixer-groups",
@@ -432,6 +432,33 @@ def test_step_cost_floors_time_the_base_rule_plus_only_the_defined_extra(monkeyp
     assert out["kp"]["floor"] == "fa + the optimizer's update of B" and out["kp"]["floor_ratio"] > 0
     assert out["usf"]["floor"] == "fa + B ← M ⊙ sign(W) for the layers used"
     assert "floor" not in out["fa"] and "floor" not in out["dkp"]  # dkp's base dfa is not timed
+
+
+def test_a_checkpoint_of_an_older_declaration_is_set_aside_not_resumed(tmp_path, caplog) -> None:
+    """A cell's key names its place in the grid, not its settings: after a declaration
+    changes, its old checkpoint would be refused on every retry. It is moved aside."""
+    from fa_tutor.bench.runner import set_aside_stale_checkpoint
+
+    train_cell = EXPERIMENTS["lenet-fashion-mnist"].cells(True)[0]  # a RunConfig cell
+    config_cell = EXPERIMENTS["conservation-noisy-mnist"].cells(True)[0]  # RunConfig in options
+    timing_cell = EXPERIMENTS["step-cost"].cells(True)[0]  # no RunConfig
+    for cell, cfg in ((train_cell, train_cell.config),
+                      (config_cell, RunConfig.from_dict({k: config_cell.options[k]
+                                                          for k in RunConfig.__dataclass_fields__}))):
+        ckpt = tmp_path / f"{cell.key}.pt"
+        torch.save({"config": cfg.replace(device="cpu").to_dict()}, ckpt)
+        assert set_aside_stale_checkpoint(ckpt, cell, "cpu") is None and ckpt.exists()  # same
+        torch.save({"config": cfg.replace(device="cpu", lr=cfg.lr * 10).to_dict()}, ckpt)
+        with caplog.at_level("WARNING"):
+            stale = set_aside_stale_checkpoint(ckpt, cell, "cpu")
+        assert stale == tmp_path / f"{cell.key}.stale.pt" and stale.exists() and not ckpt.exists()
+        assert f"lr: {cfg.lr * 10!r} in the checkpoint, {cfg.lr!r} now" in caplog.text
+        assert "moved it to" in caplog.text
+    ckpt = tmp_path / f"{timing_cell.key}.pt"
+    torch.save({"config": {"lr": 1.0}}, ckpt)
+    assert set_aside_stale_checkpoint(ckpt, timing_cell, "cpu") is None and ckpt.exists()
+    ckpt.write_text("not a checkpoint")  # unreadable: left for the run to report
+    assert set_aside_stale_checkpoint(ckpt, train_cell, "cpu") is None and ckpt.exists()
 
 
 def test_localmixer_fashion_cells_are_labelled_substituted_with_a_note() -> None:

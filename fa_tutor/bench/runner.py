@@ -216,6 +216,44 @@ def diverged_metrics(err: NonFiniteLossError) -> dict:
     return metrics
 
 
+def set_aside_stale_checkpoint(checkpoint: Path, cell: Cell, device: str) -> Path | None:
+    """Move ``checkpoint`` to ``<key>.stale.pt`` when it was written under another declaration
+    of the cell (the experiment's config changed since: a cell's key names its place in the
+    grid, not its settings); return the new path, or None when it stays.
+
+    Resuming it would be refused on every retry; set aside (never deleted) with a warning
+    naming the differing fields, the cell starts anew. Cells whose runner keeps no
+    :class:`~fa_tutor.training.RunConfig` (e.g. step-cost's timing) are left alone, and an
+    unreadable checkpoint is left to the run to report.
+    """
+    from ..training import RunConfig
+    from ..training.checkpoint import config_mismatch
+
+    if not checkpoint.exists():
+        return None
+    cfg = cell.config
+    if cfg is None:  # a config cell keeps its RunConfig flat in its options
+        fields = RunConfig.__dataclass_fields__
+        if not fields.keys() <= cell.options.keys():
+            return None
+        try:
+            cfg = RunConfig.from_dict({k: cell.options[k] for k in fields})
+        except (TypeError, ValueError):
+            return None
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)["config"]
+    except Exception:  # noqa: BLE001 - unreadable or partial: the run itself reports it
+        return None
+    problem = config_mismatch(checkpoint, saved, cfg.replace(device=device))
+    if problem is None:
+        return None
+    stale = checkpoint.with_name(f"{checkpoint.stem}.stale.pt")
+    os.replace(checkpoint, stale)
+    log.warning("%s: the cell's declaration changed since; moved it to %s and the cell "
+                "starts anew", problem, stale.name)
+    return stale
+
+
 def execute_cell(experiment: str, quick: bool, key: str, device: str, checkpoint_dir: str,
                  threads: int | None = None) -> list[dict]:
     """Run one cell (looked up by key) and return its result line(s). Runs in any process."""
@@ -227,6 +265,7 @@ def execute_cell(experiment: str, quick: bool, key: str, device: str, checkpoint
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
     checkpoint = Path(checkpoint_dir) / f"{cell.key}.pt"
+    set_aside_stale_checkpoint(checkpoint, cell, dev)
     if cell.runner == "train":
         outcome: Any = train_cell(cell, dev, checkpoint)
     else:
