@@ -228,16 +228,16 @@ def set_aside_stale_checkpoint(checkpoint: Path, cell: Cell, device: str) -> Pat
     """
     from ..training import RunConfig
     from ..training.checkpoint import config_mismatch
+    from .experiments._common import cell_config
 
     if not checkpoint.exists():
         return None
     cfg = cell.config
-    if cfg is None:  # a config cell keeps its RunConfig flat in its options
-        fields = RunConfig.__dataclass_fields__
-        if not fields.keys() <= cell.options.keys():
+    if cfg is None:  # a config cell keeps its whole RunConfig flat in its options
+        if not RunConfig.__dataclass_fields__.keys() <= cell.options.keys():
             return None
         try:
-            cfg = RunConfig.from_dict({k: cell.options[k] for k in fields})
+            cfg = cell_config(cell)
         except (TypeError, ValueError):
             return None
     try:
