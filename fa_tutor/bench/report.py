@@ -380,23 +380,22 @@ def step_cost_floors(df: pd.DataFrame) -> pd.DataFrame:
     """Rules with a timed floor (``step_cost.FLOORS``): per (rule, model) the ratio to plain
     PyTorch, its base rule's ratio (same run), the floor's (the base rule plus only what the
     rule adds by definition), ``defined work`` (floor − base) and ``over floor`` (ratio −
-    floor: the overhead an implementation could still remove), the target and what the floor
-    adds; empty for lines without floors."""
+    floor: the overhead an implementation could still remove) and the target; empty for lines
+    without floors. What each floor adds: ``step_cost.FLOOR_WHAT``."""
     from .experiments.step_cost import FLOORS
 
     if df.empty or "floor_ratio" not in df:
         return pd.DataFrame()
     ok = df.dropna(subset=["floor_ratio", "ratio_to_plain"])
     ratio = df.dropna(subset=["ratio_to_plain"]).set_index(["rule", "model"]).ratio_to_plain
-    table = ok[["rule", "model", "ratio_to_plain", "floor_ratio", "target", "floor"]].copy()
+    table = ok[["rule", "model", "ratio_to_plain", "floor_ratio", "target"]].copy()
     table["base"] = table.rule.map(lambda r: FLOORS[r][0])
     table["base ratio"] = [ratio.get((b, m), float("nan")) for b, m in zip(table.base, table.model)]
     table["defined work"] = table.floor_ratio - table["base ratio"]
     table["over floor"] = table.ratio_to_plain - table.floor_ratio
-    table = table.rename(columns={"ratio_to_plain": "ratio", "floor_ratio": "floor ratio",
-                                  "floor": "floor: base rule + ..."})
+    table = table.rename(columns={"ratio_to_plain": "ratio", "floor_ratio": "floor ratio"})
     cols = ["rule", "model", "ratio", "base", "base ratio", "defined work", "floor ratio",
-            "over floor", "target", "floor: base rule + ..."]
+            "over floor", "target"]
     return table[cols].sort_values(["rule", "model"]).round(3).reset_index(drop=True)
 
 

@@ -33,6 +33,7 @@ from torch import nn
 from ...metrics import update_alignment, weight_alignment
 from ...training import RunConfig
 from ..registry import Cell, experiment
+from .conservation_noisy_mnist import RULE_NAMES
 from ._common import config_cell, grid, pick, recorded_train, scale_of, summarize
 
 RULES = ["fa", "adafa", "usf", "bp"]
@@ -120,8 +121,6 @@ def fashion_cells(quick: bool) -> list[Cell]:
                         data={"resize": 32})
 
 
-#: display names of the rules in the readings
-NAMES = {"fa": "FA", "adafa": "adaFA", "usf": "uSF", "bp": "GD"}
 
 
 def alignment_by_classes(lines: "pd.DataFrame") -> "pd.DataFrame":
@@ -164,13 +163,13 @@ def alignment_verdict(per_seed: "pd.DataFrame") -> str:
         seeds = int(min(at.count()[lo], at.count()[hi]))
         what = ("falls" if drop > spread else "rises" if -drop > spread else
                 "stays within the seeds' spread")
-        out.append(f"{NAMES[rule]}'s mean weight alignment {what} from k = {lo} to k = {hi} "
+        out.append(f"{RULE_NAMES[rule]}'s mean weight alignment {what} from k = {lo} to k = {hi} "
                    f"({mean[lo]:.3f} → {mean[hi]:.3f}, spread {spread:.3f}, {seeds} "
                    f"seed{'s' if seeds != 1 else ''}).")
     if len(drops) > 1:
         order = sorted(drops, key=drops.get, reverse=True)
         paper = [r for r in ("fa", "adafa", "usf") if r in drops]
-        out.append("Largest fall first: " + ", ".join(NAMES[r] for r in order) + " — "
+        out.append("Largest fall first: " + ", ".join(RULE_NAMES[r] for r in order) + " — "
                    + ("the paper's order." if order == paper else
-                      "the paper's order is " + ", ".join(NAMES[r] for r in paper) + "."))
+                      "the paper's order is " + ", ".join(RULE_NAMES[r] for r in paper) + "."))
     return " ".join(out)
