@@ -166,6 +166,8 @@ def test_lg_fa_with_feedback_equal_to_weights_is_lg_bp():
     rule = ft.make_rule("lg_fa", model, seed=0)
     assert set(rule.feedback) == {n for n, _ in model.named_parameters() if n.endswith("weight")}
     fa = rule_grads("lg_fa", model, x, y, seed=0)
+    rule.step(x, y)  # the first pass checks the layers; the next routes through their forward
+    assert rule._mode.direct
     for name, B in rule.feedback.items():
         B.copy_(model.get_parameter(name).detach())
     rule.step(x, y)
@@ -323,6 +325,8 @@ def test_lg_fa_head_error_with_w_or_with_b(released: bool) -> None:
     rule = ft.make_rule("lg_fa", model, seed=1, released_heads=released)
     model.zero_grad()
     rule.step(x, y)
+    rule.step(x, y)  # routed through the layers' own forward (the first pass checked them)
+    assert rule._mode.direct
     with torch.no_grad():
         xbar = model.blocks[0](model.patchify(x)).mean(1)  # what head 0 reads
         head, B = model.heads[0], rule.feedback["heads.0.weight"]

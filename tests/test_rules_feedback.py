@@ -14,6 +14,7 @@ from torch import nn
 
 import fa_tutor as ft
 from fa_tutor.rules.base import rule_generator_seed
+from fa_tutor.rules.feedback import FeedbackLinear
 
 LAYERWISE = ["fa", "usf", "frsf", "brsf", "adafa", "kp"]
 NAMES = ["layers.0.weight", "layers.1.weight", "layers.2.weight"]
@@ -275,14 +276,18 @@ CONV_CASES = [
 
 
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+@pytest.mark.parametrize("routed_by", ["mode", "module forward"])
 @pytest.mark.parametrize("kw", CONV_CASES,
                          ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()))
-def test_conv_input_grad_uses_B(kw):
+def test_conv_input_grad_uses_B(kw, routed_by):
     torch.manual_seed(0)
     conv = nn.Conv2d(4, 6, **kw).double()
     rule = ft.make_rule("fa", nn.Sequential(conv), seed=1)
     B = rule.feedback["0.weight"]
     x = torch.randn(2, 4, 9, 8, dtype=torch.float64, requires_grad=True)
+    if routed_by == "module forward":  # a first pass checks the layer; later ones skip the mode
+        rule.forward(x)
+        assert rule._mode.direct
     out = rule.forward(x)
     plain = conv(x)
     torch.testing.assert_close(out, plain, rtol=1e-12, atol=1e-12)
@@ -299,6 +304,110 @@ def test_conv_input_grad_uses_B(kw):
                                          conv.dilation, conv.groups)
         torch.testing.assert_close(gx, ref, **TOL)
     assert (gx - gx_bp).abs().max() > 1e-3  # mutation check: not backprop's input gradient
+
+
+# -- routing: the mode on the first pass, the layers' own forward after ------------------
+class Probe(nn.Module):
+    """Records, on every call, how many torch-function modes are active and whether the
+    watched module's ``forward`` is set on the instance (the rule's direct routing)."""
+
+    def __init__(self, watched: nn.Module, fail_on_call: int | None = None):
+        super().__init__()
+        self.watched, self.calls, self.fail_on_call = [watched], [], fail_on_call
+
+    def forward(self, x):
+        self.calls.append((torch._C._len_torch_function_stack(),
+                           "forward" in vars(self.watched[0])))
+        if len(self.calls) == self.fail_on_call:
+            raise RuntimeError("the probe fails on purpose")
+        return x
+
+
+def probed_mlp(fail_on_call: int | None = None) -> nn.Sequential:
+    torch.manual_seed(0)
+    hidden = nn.Linear(7, 6)
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), hidden, nn.Tanh(), nn.Linear(6, 4))
+    model.insert(3, Probe(hidden, fail_on_call))
+    return model.double()
+
+
+@pytest.mark.parametrize("name", LAYERWISE)
+def test_later_passes_route_through_the_layers_own_forward_with_the_same_gradients(name):
+    model, (x, y) = probed_mlp(), batch()
+    probe, hidden = model[3], model[2]
+    rule = ft.make_rule(name, model, seed=4)
+    rule.step(x, y)
+    first = grads(model)
+    assert rule._mode.direct  # the first pass saw every layer called by its own module only
+    rule.step(x, y)  # same weights, same batch
+    # first pass: under the mode; second: no mode, the layer's forward set for the pass only
+    assert probe.calls == [(1, True), (0, True)]
+    assert not any("forward" in vars(m) for m in model)
+    # the same B (weights unchanged): the same gradients, bit for bit; brSF draws fresh
+    # magnitudes every step, which changes the errors below the output layer
+    redrawn = {"0.weight", "0.bias", "2.weight", "2.bias"} if name == "brsf" else set()
+    for n, p in model.named_parameters():
+        assert torch.equal(p.grad, first[n]) != (n in redrawn), n
+
+
+def test_a_pass_that_fails_leaves_no_forward_on_the_layers():
+    model, (x, y) = probed_mlp(fail_on_call=2), batch()
+    rule = ft.make_rule("fa", model, seed=0)
+    rule.step(x, y)
+    with pytest.raises(RuntimeError, match="on purpose"):
+        rule.step(x, y)
+    assert not any("forward" in vars(m) for m in model)
+    model[3].fail_on_call = None
+    rule.step(x, y)  # and the rule goes on
+    assert model[3].calls[-1] == (0, True)
+
+
+class TiedHidden(nn.Module):
+    """The hidden layer's weight is used twice: by its module and by ``F.linear`` directly."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.inp, self.hidden, self.out = nn.Linear(5, 7), nn.Linear(7, 7), nn.Linear(7, 4)
+
+    def forward(self, x):
+        h = torch.tanh(self.inp(x))
+        return self.out(torch.tanh(self.hidden(h)) + torch.tanh(F.linear(h, self.hidden.weight)))
+
+
+def test_a_weight_also_used_outside_its_module_keeps_every_pass_under_the_mode():
+    model, (x, y) = TiedHidden().double(), batch()
+    rule = ft.make_rule("fa", model, seed=0)
+    B = {n: rule.feedback[n] for n in ("hidden.weight", "out.weight")}
+    for _ in range(2):
+        rule.step(x, y)
+        assert not rule._mode.direct and rule._mode.foreign == {"hidden"}
+        # oracle: both uses of the hidden weight send their error down through its B
+        h = torch.tanh(model.inp(x))
+        W, b = model.hidden.weight, model.hidden.bias
+        z = (torch.tanh(FeedbackLinear.apply(h, W, b, B["hidden.weight"]))
+             + torch.tanh(FeedbackLinear.apply(h, W, None, B["hidden.weight"])))
+        out = FeedbackLinear.apply(z, model.out.weight, model.out.bias, B["out.weight"])
+        expected = torch.autograd.grad(F.cross_entropy(out, y), model.inp.weight)[0]
+        torch.testing.assert_close(model.inp.weight.grad, expected, **TOL)
+
+
+def test_a_forward_the_user_set_on_a_layer_is_kept_and_routed_by_the_mode():
+    model, (x, y) = probed_mlp(), batch()
+    hidden = model[2]
+    users = lambda h: nn.Linear.forward(hidden, h)  # noqa: E731  e.g. a patch of their own
+    hidden.forward = users
+    rule = ft.make_rule("fa", model, seed=0)
+    rule.step(x, y)
+    rule.step(x, y)
+    assert hidden.forward is users and not rule._mode.direct
+    assert [stack for stack, _ in model[3].calls] == [1, 1]  # every pass under the mode
+    z = FeedbackLinear.apply(torch.tanh(model[0](x)), hidden.weight, hidden.bias,
+                             rule.feedback["2.weight"])
+    out = FeedbackLinear.apply(torch.tanh(z), model[5].weight, model[5].bias,
+                               rule.feedback["5.weight"])
+    expected = torch.autograd.grad(F.cross_entropy(out, y), model[0].weight)[0]
+    torch.testing.assert_close(model[0].weight.grad, expected, **TOL)  # FA, through B
 
 
 def test_nd_input_linear():

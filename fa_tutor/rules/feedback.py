@@ -13,7 +13,8 @@ whether it follows :math:`W_l` (``update_feedback``).  The backward itself is
 here: ``FeedbackLinear``/``FeedbackConv2d``, whose input gradient uses
 :math:`B_l`.  The model is never converted: while a rule runs the forward pass,
 a ``WeightOpMode`` (:mod:`.intercept`) hands every ``F.linear``/``F.conv2d``
-call on a converted weight to them together with that layer's :math:`B_l`.
+call on a converted weight to them together with that layer's :math:`B_l`
+(after the first pass, through the layers' own ``forward``: ``WeightOpMode.routing``).
 """
 from __future__ import annotations
 
@@ -209,7 +210,7 @@ class LayerwiseFeedbackRule(Rule):
             for layer in self.layers:
                 W = layer.weight.detach()
                 self._feedback[layer.weight_name] = self.init_feedback(W)
-        self._all_seen = False
+        self._mode = _FeedbackMode(self.layers, self.feedback_for)
 
     @abc.abstractmethod
     def init_feedback(self, W: Tensor) -> Tensor:
@@ -233,11 +234,10 @@ class LayerwiseFeedbackRule(Rule):
         """The model's output; its backward sends the errors down through the B's."""
         with torch.no_grad():
             self.update_feedback(new_step=False)
-        mode = _FeedbackMode(self.layers, self.feedback_for)
-        with mode:
+        with self._mode.routing():
             out = self.model(x)
-        if not self._all_seen:  # once: did every converted layer go through B?
-            self._all_seen = mode.check_all_seen(self.name, [out])
+        if not self._mode.checked:  # until it passes once: did every converted layer go through B?
+            self._mode.check_all_seen(self.name, [out])
         return out
 
     __call__ = forward

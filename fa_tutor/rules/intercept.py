@@ -11,6 +11,14 @@ context the model is plain PyTorch.  No module hooks, no re-created
 Parameters, any input rank, every Conv2d option (``padding_mode`` pads before
 ``F.conv2d`` is called, so it is handled for free).
 
+Once a pass has shown that every such call came from the weight's own module
+(and :meth:`WeightOpMode.check_all_seen` passed), :meth:`WeightOpMode.routing`
+routes the later passes more cheaply: it sets each converted module's ``forward``
+to the handler for the duration of the pass (an instance attribute, removed
+afterwards), so the handlers run without a mode's dispatch on every op of the
+model. Where a converted weight is also used outside its module (weight tying
+through ``F.linear``), every pass stays under the mode.
+
 Layers the mechanism cannot see (a weight used through anything other than
 ``F.linear``/``F.conv2d``, e.g. inside ``nn.MultiheadAttention``) are found by
 :func:`find_layers` before training, or by :meth:`WeightOpMode.check_all_seen`
@@ -20,8 +28,9 @@ from __future__ import annotations
 
 import logging
 import warnings
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -148,6 +157,12 @@ class WeightOpMode(TorchFunctionMode):
         super().__init__()
         self.layers = {id(l.weight): l for l in layers}
         self.seen: set[str] = set()
+        self.checked = False  # check_all_seen has passed
+        #: layers whose weight went through F.linear/F.conv2d outside its own module's
+        #: forward (or whose module already has an instance ``forward``): no direct routing
+        self.foreign: set[str] = set()
+        self._inside: Layer | None = None  # the layer whose own forward runs (recording)
+        self._direct = {l.name: _direct_forward(self, l) for l in layers}
 
     # default handlers: the ordinary ops (subclasses / rules override)
     def linear(self, layer: Layer, x: Tensor, W: Tensor, b: Tensor | None) -> Tensor:
@@ -157,7 +172,49 @@ class WeightOpMode(TorchFunctionMode):
         return F.conv2d(x, W, b, stride, padding, dilation, groups)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        return route(self, func, args, kwargs or {})
+        kwargs = kwargs or {}
+        if not self.checked and (func is _LINEAR or func is _CONV2D):  # recording pass
+            W = args[1] if len(args) > 1 else kwargs.get("weight")
+            layer = self.layers.get(id(W))
+            if layer is not None and layer is not self._inside:
+                self.foreign.add(layer.name)
+        return route(self, func, args, kwargs)
+
+    @property
+    def direct(self) -> bool:
+        """Whether :meth:`routing` sets the modules' ``forward`` instead of entering the mode."""
+        return self.checked and not self.foreign
+
+    @contextmanager
+    def routing(self) -> Iterator["WeightOpMode"]:
+        """The context in which the model's forward pass runs through the handlers.
+
+        Until :meth:`check_all_seen` has passed, the mode itself routes (every
+        ``F.linear``/``F.conv2d`` on a converted weight, wherever it is called) and
+        records which calls came from outside the weight's own module. After that,
+        if none did, each converted module's ``forward`` is set to its handler for
+        the duration of the pass: the same handlers and values, without the mode's
+        dispatch on every op of the model.
+        """
+        layers = list(self.layers.values())
+        # a forward the user set on a module is theirs: those passes stay under the mode
+        self.foreign.update(l.name for l in layers if "forward" in vars(l.module))
+        if self.direct:
+            patches, context = {l.module: self._direct[l.name] for l in layers}, nullcontext()
+        elif not self.checked:  # recording: mark each module's own calls
+            patches = {l.module: _recording_forward(self, l) for l in layers
+                       if l.name not in self.foreign}
+            context = self
+        else:
+            patches, context = {}, self
+        for module, forward in patches.items():
+            module.forward = forward
+        try:
+            with context:
+                yield self
+        finally:
+            for module in patches:
+                del module.forward
 
     def check_all_seen(self, rule: str, outputs: list[Tensor],
                        required: set[str] | frozenset = frozenset()) -> bool:
@@ -177,6 +234,7 @@ class WeightOpMode(TorchFunctionMode):
         """
         missing = [l for l in self.layers.values() if l.name not in self.seen]
         if not missing:
+            self.checked = True
             return True
         graphs = [t for t in outputs if isinstance(t, Tensor) and t.grad_fn is not None]
         if not graphs and not any(l.name in required for l in missing):
@@ -190,6 +248,7 @@ class WeightOpMode(TorchFunctionMode):
                 "or a Linear inside nn.MultiheadAttention), so the rule cannot replace their "
                 "backward. Restructure the model so its weight layers are called as modules."
             )
+        self.checked = True
         return True
 
 
@@ -216,3 +275,41 @@ def route(mode: Any, func: Any, args: tuple, kwargs: dict) -> Any:
             x, padding = resolve_padding(x, W, padding, stride, dilation)
             return mode.conv2d(layer, x, W, b, stride, padding, dilation, groups)
     return func(*args, **kwargs)
+
+
+def _recording_forward(mode: WeightOpMode, layer: Layer) -> Callable[[Tensor], Tensor]:
+    """``layer``'s own class forward, run with ``mode._inside`` set to it (recording passes)."""
+    module, own = layer.module, type(layer.module).forward
+
+    def forward(x: Tensor) -> Tensor:
+        outer, mode._inside = mode._inside, layer
+        try:
+            return own(module, x)
+        finally:
+            mode._inside = outer
+
+    return forward
+
+
+def _direct_forward(mode: WeightOpMode, layer: Layer) -> Callable[[Tensor], Tensor]:
+    """``nn.Linear.forward`` / ``nn.Conv2d.forward`` with the op handed to ``mode``'s handler.
+
+    The same arguments the module's own forward passes to ``F.linear``/``F.conv2d``
+    (a non-zero ``padding_mode`` pads first, then convolves with padding 0), then
+    what :func:`route` does with them.
+    """
+    module = layer.module
+    if isinstance(module, nn.Linear):
+        def forward(x: Tensor) -> Tensor:
+            return mode.linear(layer, x, module.weight, module.bias)
+        return forward
+
+    def forward(x: Tensor) -> Tensor:  # nn.Conv2d
+        W, padding = module.weight, module.padding
+        if module.padding_mode != "zeros":
+            x = F.pad(x, module._reversed_padding_repeated_twice, mode=module.padding_mode)
+            padding = 0
+        x, padding = resolve_padding(x, W, padding, module.stride, module.dilation)
+        return mode.conv2d(layer, x, W, module.bias, module.stride, padding, module.dilation,
+                           module.groups)
+    return forward

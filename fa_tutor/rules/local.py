@@ -165,15 +165,14 @@ class LocalFeedbackAlignment(Rule):
             bound = 1.0 / math.sqrt(math.prod(W.shape[1:]))
             B = torch.rand(W.shape, generator=self.generator, device=W.device, dtype=W.dtype)
             self.feedback[layer.weight_name] = (2 * B - 1) * bound
-        self._all_seen = False
+        self._mode = _FixedFeedback(self.layers, self.feedback, released_heads)
 
     def _compute_grads(self, x: Tensor, y: Tensor) -> Tensor:
         check_batch(x, y)
-        with _FixedFeedback(self.layers, self.feedback,
-                            self.options["released_heads"]) as mode:
+        with self._mode.routing():
             out = self.model.local_losses(x, y, self.loss_fn)
-        if not self._all_seen:  # once: did every converted layer go through B?
-            self._all_seen = mode.check_all_seen(self.name, [*out.losses, out.loss])
+        if not self._mode.checked:  # until it passes once: did every converted layer go through B?
+            self._mode.check_all_seen(self.name, [*out.losses, out.loss])
         self._write_grads(sum(out.losses) + out.loss, [p for _, p in self._trainable()])
         return out.loss
 
