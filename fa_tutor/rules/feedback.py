@@ -68,14 +68,12 @@ class FeedbackLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, delta: Tensor):  # delta: (..., out)
         x, B = ctx.saved_tensors
-        grad_x = grad_W = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = delta @ B  # (..., in)  the rule: B where backprop uses W
-        d2 = delta.reshape(-1, delta.shape[-1])  # (N, out), any leading dims
-        if ctx.needs_input_grad[1]:
-            grad_W = d2.mT @ x.reshape(-1, x.shape[-1])  # (out, in)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = d2.sum(0)  # (out,)
+        need_x, need_W, need_b, _ = ctx.needs_input_grad
+        grad_x = delta @ B if need_x else None  # (..., in)  the rule: B where backprop uses W
+        if delta.dim() != 2:  # any leading dims: (N, out) and (N, in)
+            delta, x = delta.reshape(-1, delta.shape[-1]), x.reshape(-1, x.shape[-1])
+        grad_W = delta.mT @ x if need_W else None  # (out, in)
+        grad_b = delta.sum(0) if ctx.has_bias and need_b else None  # (out,)
         return grad_x, grad_W, grad_b, None
 
     @staticmethod

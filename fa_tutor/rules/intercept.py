@@ -207,14 +207,14 @@ class WeightOpMode(TorchFunctionMode):
             context = self
         else:
             patches, context = {}, self
-        for module, forward in patches.items():
-            module.forward = forward
+        for module, forward in patches.items():  # plain instance attributes: skip
+            vars(module)["forward"] = forward      # nn.Module.__setattr__'s checks
         try:
             with context:
                 yield self
         finally:
             for module in patches:
-                del module.forward
+                del vars(module)["forward"]
 
     def check_all_seen(self, rule: str, outputs: list[Tensor],
                        required: set[str] | frozenset = frozenset()) -> bool:
