@@ -1,8 +1,8 @@
 r"""step-cost: seconds per training step of every rule, as a ratio to plain PyTorch backprop, in one run.
 
 Per model, every rule is built on the same weights and timed in interleaved
-rounds (rule A, rule B, …, then again), so slow drifts of the machine hit every
-rule alike; the reported cost is the median over rounds of the mean step time.
+rounds (rule A, rule B, …, then again in reverse order), so slow drifts of the machine
+hit every rule alike and no rule always runs after the same one; the reported cost is the median over rounds of the mean step time.
 A step is ``zero_grad → rule.step(x, y) → optimizer.step()``. The reference is
 plain PyTorch on the same model, timed in the same rounds: ``zero_grad →
 F.cross_entropy(model(x), y).backward() → optimizer.step()`` — what a user compares
@@ -272,7 +272,7 @@ def measure(cell: Cell, device: str, _: object) -> list[tuple[str, dict]]:
     sync()
     t_bp = time.perf_counter() - t0
     steps = max(steps, math.ceil(cell.options.get("min_round_s", 0.0) / max(t_bp, 1e-6)))
-    times = time_interleaved(calls, rounds, steps, sync)
+    times = time_interleaved(calls, rounds, steps, sync, alternate=True)
     bp, fwd = statistics.median(times["bp"]), statistics.median(times[FORWARD])
     ref = statistics.median(times[PLAIN])
     out = []
@@ -306,10 +306,11 @@ def measure(cell: Cell, device: str, _: object) -> list[tuple[str, dict]]:
             runners={"measure": measure}, source="performance targets of the project")
 def cells(quick: bool) -> list[Cell]:
     scale = "quick" if quick else "full"
-    # full: 7 interleaved rounds per rule, each ≥ 2 steps and ≥ 0.25 s (minutes on a 2-core CPU);
+    # full: 15 interleaved rounds per rule, every other one in reverse order (no rule always
+    # follows the same one), each ≥ 2 steps and ≥ 0.25 s (minutes on a 2-core CPU);
     # quick: one step per rule at batch 8 on the MLP and LeNet (a smoke test, not a timing)
     opts = ({"rounds": 1, "steps": 1, "warmup": 1, "batch": 8} if quick
-            else {"rounds": 7, "steps": 2, "warmup": 2, "min_round_s": 0.25})
+            else {"rounds": 15, "steps": 2, "warmup": 2, "min_round_s": 0.25})
     models = ["mlp", "lenet"] if quick else list(SETTINGS)
     return [Cell("step-cost", "all", m, "synthetic", 0, scale,
                  setting={"batch": opts.get("batch", SETTINGS[m][2])},
