@@ -243,11 +243,17 @@ class Rule(abc.ABC):
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
 
     def _write_grads(self, loss: Tensor, params: Iterable[Tensor]) -> None:
-        """``p.grad ← ∂loss/∂p`` through whatever graph the rule built (overwrites)."""
+        """``p.grad ← ∂loss/∂p`` through whatever graph the rule built (overwrites); zeros
+        for a parameter the loss does not reach. ``backward(inputs=...)`` onto cleared
+        ``.grad``, as plain PyTorch training does (cheaper than ``autograd.grad`` plus
+        assigning each result); other leaves of the graph are left alone."""
         params = list(params)
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        for p, g in zip(params, grads):
-            p.grad = torch.zeros_like(p) if g is None else g.detach()
+        for p in params:
+            p.grad = None
+        loss.backward(inputs=params)
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
 
 
 def batch_misfit(model: nn.Module, x: Tensor, y: Tensor,
