@@ -9,7 +9,7 @@ the layer below goes through a feedback tensor :math:`B_l` (the shape of
     \nabla_{W_l} \leftarrow \delta_l h_{l-1}^\top .
 
 The rules differ only in how :math:`B_l` is made (``init_feedback``) and
-whether it follows :math:`W_l` (``update_feedback``).  The backward itself is
+whether it follows :math:`W_l` (``feedback_for``, ``start_step``).  The backward itself is
 here: ``FeedbackLinear``/``FeedbackConv2d``, whose input gradient uses
 :math:`B_l`.  The model is never converted: while a rule runs the forward pass,
 a ``WeightOpMode`` (:mod:`.intercept`) hands every ``F.linear``/``F.conv2d``
@@ -194,8 +194,9 @@ class LayerwiseFeedbackRule(Rule):
     """Find the layers, make one B per weight once, run the forward with the B's.
 
     A subclass defines ``init_feedback(W) -> B`` (once per layer, at
-    construction) and, if B follows W, ``update_feedback(new_step)``, which
-    writes into the existing tensors in place.
+    construction) and, if B follows W, ``feedback_for(layer)``, which brings
+    that layer's B up to date in place when the forward pass uses it, and
+    ``start_step()`` for what each step must redo (the sign rules).
     """
 
     def __init__(self, model: nn.Module, *, loss_fn=None, seed: int | None = None,
@@ -214,9 +215,9 @@ class LayerwiseFeedbackRule(Rule):
     def init_feedback(self, W: Tensor) -> Tensor:
         """B_l for a layer with weight ``W`` (called once per layer, at construction)."""
 
-    def update_feedback(self, new_step: bool) -> None:
-        """Bring B up to date in place; ``new_step`` is True at the start of ``step``
-        and False in every ``forward``. Fixed-B rules: nothing to do."""
+    def start_step(self) -> None:
+        """Called at the start of every ``step``, for B's that follow W (written when the
+        forward pass uses them, :meth:`feedback_for`). Fixed-B rules: nothing to do."""
 
     def feedback_for(self, layer: Layer) -> Tensor:
         """The B the forward pass uses for ``layer`` (asked only where an error goes below it)."""
@@ -230,8 +231,6 @@ class LayerwiseFeedbackRule(Rule):
 
     def forward(self, x: Tensor) -> Tensor:
         """The model's output; its backward sends the errors down through the B's."""
-        with torch.no_grad():
-            self.update_feedback(new_step=False)
         with self._mode.routing():
             out = self.model(x)
         if not self._mode.checked:  # until it passes once: did every converted layer go through B?
@@ -242,8 +241,7 @@ class LayerwiseFeedbackRule(Rule):
 
     def _compute_grads(self, x: Tensor, y: Tensor) -> Tensor:
         check_batch(x, y)
-        with torch.no_grad():
-            self.update_feedback(new_step=True)
+        self.start_step()
         loss = self.loss_fn(self.forward(x), y)
         self._write_grads(loss, [p for _, p in self._trainable()])
         return loss

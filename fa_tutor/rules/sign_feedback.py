@@ -60,9 +60,8 @@ class SignedFeedback:
             self.written[layer.weight_name] = stamp
         return self._feedback[layer.weight_name]
 
-    def update_feedback(self, new_step: bool) -> None:
-        if new_step:  # a step rewrites every B it uses, whatever the version counters say
-            self.written.clear()
+    def start_step(self) -> None:
+        self.written.clear()  # a step rewrites every B it uses, whatever the version counters say
 
     feedback_for = current  # the forward pass asks for B_l only where an error goes below l
 
@@ -200,10 +199,9 @@ class BatchRandomSignFeedback(SignedFeedback, LayerwiseFeedbackRule):
         """|R_l| into ``M``: one draw from U(0, √3·c_l), the law of |U(-√3·c_l, √3·c_l)|."""
         return M.uniform_(0.0, xavier_bound(M.shape), generator=self.generator)
 
-    def update_feedback(self, new_step: bool) -> None:
-        super().update_feedback(new_step)
-        if new_step:  # brSF: a fresh |R_l| for every layer, drawn when the step first uses B_l
-            self.due = set(self.magnitude)
+    def start_step(self) -> None:
+        super().start_step()
+        self.due = set(self.magnitude)  # brSF: a fresh |R_l| per layer, drawn when the step first uses B_l
 
     def feedback_for(self, layer: Layer) -> Tensor:
         if layer.weight_name in self.due:
