@@ -350,6 +350,20 @@ def test_later_passes_route_through_the_layers_own_forward_with_the_same_gradien
         assert torch.equal(p.grad, first[n]) != (n in redrawn), n
 
 
+def test_a_deep_copy_of_a_rule_routes_its_own_model():
+    model, (x, y) = mlp(), batch()
+    rule = ft.make_rule("fa", model, seed=1)
+    rule.step(x, y)  # from now on the rule routes through the layers' own forward
+    twin = copy.deepcopy(rule)
+    with torch.no_grad():
+        for p in twin.model.parameters():
+            p.mul_(1.5)
+    twin.step(x, y)
+    assert_grads(twin.model, oracle(twin.model, x, y, twin.feedback))
+    rule.step(x, y)  # and the original still routes its own
+    assert_grads(model, oracle(model, x, y, rule.feedback))
+
+
 def test_a_pass_that_fails_leaves_no_forward_on_the_layers():
     model, (x, y) = probed_mlp(fail_on_call=2), batch()
     rule = ft.make_rule("fa", model, seed=0)

@@ -162,7 +162,6 @@ class WeightOpMode(TorchFunctionMode):
         #: forward (or whose module already has an instance ``forward``): no direct routing
         self.foreign: set[str] = set()
         self._inside: Layer | None = None  # the layer whose own forward runs (recording)
-        self._direct = {l.name: _direct_forward(self, l) for l in layers}
 
     # default handlers: the ordinary ops (subclasses / rules override)
     def linear(self, layer: Layer, x: Tensor, W: Tensor, b: Tensor | None) -> Tensor:
@@ -200,7 +199,8 @@ class WeightOpMode(TorchFunctionMode):
         # a forward the user set on a module is theirs: those passes stay under the mode
         self.foreign.update(l.name for l in layers if "forward" in vars(l.module))
         if self.direct:
-            patches, context = {l.module: self._direct[l.name] for l in layers}, nullcontext()
+            # made per pass (not stored): a deep copy of the rule then routes its own layers
+            patches, context = {l.module: _direct_forward(self, l) for l in layers}, nullcontext()
         elif not self.checked:  # recording: mark each module's own calls
             patches = {l.module: _recording_forward(self, l) for l in layers
                        if l.name not in self.foreign}
