@@ -100,6 +100,20 @@ def eager_twin(fn: type) -> type:
     return type(f"{fn.__name__}Eager", (torch.autograd.Function,), members)
 
 
+_EAGER_TWINS: dict[type, type] = {}
+
+
+def apply_fn(fn: type, *inputs: Any) -> Any:
+    """``fn.apply(*inputs)``, through ``fn``'s eager twin (:func:`eager_twin`, made once per
+    Function) unless a ``torch.func`` transform runs."""
+    if functorch_transforms_active():
+        return fn.apply(*inputs)
+    twin = _EAGER_TWINS.get(fn)
+    if twin is None:
+        twin = _EAGER_TWINS[fn] = eager_twin(fn)
+    return twin.apply(*inputs)
+
+
 def cache_forward_signature(fn: type) -> None:
     """Cache ``fn.forward``'s signature on it (``autograd.Function.apply`` inspects it
     on every call: ~40 µs per layer per step).  Plain Python: ``inspect.signature``

@@ -26,6 +26,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch import Tensor, nn
 
+from ._torch_compat import apply_fn, cache_forward_signature
 from .base import (BatchShapeError, Rule, batch_misfit, check_batch, fill_doc, misfit_message,
                    register, rule_spec)
 from .direct_pass import DirectPass, DirectPassMode
@@ -78,6 +79,9 @@ class DirectFeedback(torch.autograd.Function):
             else:
                 grad_B.append(None)
         return (e, *grad_B, *grad_h)  # the output layer gets the true error
+
+
+cache_forward_signature(DirectFeedback)  # as feedback.py's Functions: no inspection per call
 
 
 class DirectRule(Rule):
@@ -187,7 +191,7 @@ class DirectRule(Rule):
             ydot = None if ydot is None else ydot.detach()  # (N, *out_shape)
         Bs = [self._feedback_for(k, out.shape[1:], h) for k, h in mode.h.items()]
         Bs = [B if self.autograd_feedback else B.detach() for B in Bs]
-        logits = DirectFeedback.apply(out, *Bs, *mode.h.values()) if Bs else out
+        logits = apply_fn(DirectFeedback, out, *Bs, *mode.h.values()) if Bs else out
         return DirectPass(logits, mode.h, mode.u, ydot)
 
     def _check_structure(self, mode: DirectPassMode, out: Tensor) -> None:

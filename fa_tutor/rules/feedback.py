@@ -25,8 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._torch_compat import (cache_forward_signature, conv2d_backward, eager_twin,
-                            functorch_transforms_active)
+from ._torch_compat import apply_fn, cache_forward_signature, conv2d_backward
 from .base import Rule, check_batch, fill_doc, register, rule_spec, xavier_bound
 from .intercept import Layer, WeightOpMode, as_pair, find_layers
 
@@ -139,15 +138,9 @@ class FeedbackConv2d(torch.autograd.Function):
 
 # torch.autograd.Function.apply inspects the signature of forward on every call; caching
 # it removes ~40 µs of Python overhead per layer per step. Outside torch.func transforms
-# the eager twins (same code, combined forward) skip even the argument binding.
+# the eager twins (same code, combined forward; apply_fn) skip even the argument binding.
 for _fn in (FeedbackLinear, FeedbackConv2d):
     cache_forward_signature(_fn)
-_EAGER = {fn: eager_twin(fn) for fn in (FeedbackLinear, FeedbackConv2d)}
-
-
-def apply_fn(fn: type, *inputs: Any) -> Tensor:
-    """``fn.apply(*inputs)``, through ``fn``'s eager twin unless a torch.func transform runs."""
-    return (fn if functorch_transforms_active() else _EAGER[fn]).apply(*inputs)
 
 
 def feedback_of(B: Tensor, layer: Layer, W: Tensor) -> Tensor:
