@@ -630,6 +630,10 @@ def test_alignment_by_classes_and_its_verdict() -> None:
     assert "Largest fall first: uSF, FA, adaFA — the paper's order is FA, adaFA, uSF." in \
         alignment_verdict(per_seed)
     assert alignment_verdict(per_seed[per_seed.classes == 2]).startswith("Only k = 2")
+    one_seed = per_seed[(per_seed.classes == 2) | (per_seed.seed == 0)]  # k = 10: seed 0 only
+    verdict = alignment_verdict(one_seed)
+    assert "FA's mean weight alignment goes from 0.591 at k = 2 to 0.350 at k = 10 (one seed" in verdict
+    assert "falls" not in verdict and "Largest fall" not in verdict  # no verdict without a spread
 
 
 def test_fdfa_verdict_counts_a_gap_only_beyond_the_seeds_spread() -> None:

@@ -157,15 +157,19 @@ def alignment_verdict(per_seed: "pd.DataFrame") -> str:
         at = per_seed[per_seed.rule == rule].groupby("classes").weight_alignment
         if lo not in at.groups or hi not in at.groups:
             continue
-        mean, std = at.mean(), at.std().fillna(0.0)
+        mean, std = at.mean(), at.std()
         drop, spread = mean[lo] - mean[hi], max(std[lo], std[hi])
-        drops[rule] = drop
         seeds = int(min(at.count()[lo], at.count()[hi]))
+        if seeds < 2:  # a spread needs two seeds at both ends: report the values, no verdict
+            out.append(f"{RULE_NAMES[rule]}'s mean weight alignment goes from {mean[lo]:.3f} at "
+                       f"k = {lo} to {mean[hi]:.3f} at k = {hi} (one seed at one end: no spread "
+                       "to judge the change by yet).")
+            continue
+        drops[rule] = drop
         what = ("falls" if drop > spread else "rises" if -drop > spread else
                 "stays within the seeds' spread")
         out.append(f"{RULE_NAMES[rule]}'s mean weight alignment {what} from k = {lo} to k = {hi} "
-                   f"({mean[lo]:.3f} → {mean[hi]:.3f}, spread {spread:.3f}, {seeds} "
-                   f"seed{'s' if seeds != 1 else ''}).")
+                   f"({mean[lo]:.3f} → {mean[hi]:.3f}, spread {spread:.3f}, {seeds} seeds).")
     if len(drops) > 1:
         order = sorted(drops, key=drops.get, reverse=True)
         paper = [r for r in ("fa", "adafa", "usf") if r in drops]
