@@ -23,3 +23,14 @@ def blew_up(epoch_losses: Iterable[float | None], factor: float = BLOWUP_FACTOR)
     if not losses or not all(math.isfinite(v) for v in losses):
         return True
     return max(losses) > factor * losses[0]
+
+
+def blow_up_epoch(epoch_losses: list[float], factor: float = BLOWUP_FACTOR) -> int | None:
+    """The first epoch (1-based) whose mean loss is not finite or above ``factor`` × the
+    first epoch's (the :func:`blew_up` criterion); None if there is none.
+
+    >>> blow_up_epoch([2.3, 1.1, 40.0, 0.7]), blow_up_epoch([2.3, 1.1])
+    (3, None)
+    """
+    return next((i + 1 for i, v in enumerate(epoch_losses)
+                 if not (math.isfinite(v) and v <= factor * epoch_losses[0])), None)

@@ -80,9 +80,10 @@ def full_scale_rate(rule: str) -> float | None:
     where a full-scale run at it blew up (:data:`BLEW_UP_AT_FULL_SCALE`), the next lower rate
     of :data:`LR_GRID` that has not; None while the selection has not chosen one."""
     lr = LEARNING_RATES.get(rule)
+    if lr is None:
+        return None
     blown = BLEW_UP_AT_FULL_SCALE.get(rule, [])
-    lower = sorted((r for r in LR_GRID if lr is not None and r <= lr), reverse=True)
-    return next((r for r in lower if r not in blown), None) if lr is not None else None
+    return next((r for r in sorted(LR_GRID, reverse=True) if r <= lr and r not in blown), None)
 
 
 def selection_lines() -> list[dict]:
