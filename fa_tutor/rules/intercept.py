@@ -171,13 +171,14 @@ class WeightOpMode(TorchFunctionMode):
         return F.conv2d(x, W, b, stride, padding, dilation, groups)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if not self.checked and (func is _LINEAR or func is _CONV2D):  # recording pass
-            W = args[1] if len(args) > 1 else kwargs.get("weight")
-            layer = self.layers.get(id(W))
-            if layer is not None and layer is not self._inside:
-                self.foreign.add(layer.name)
-        return route(self, func, args, kwargs)
+        return route(self, func, args, kwargs or {})
+
+    def saw(self, layer: Layer) -> None:
+        """:func:`route` hands ``layer``'s op to a handler: mark it seen and, while
+        recording, note a call from outside the layer's own module."""
+        self.seen.add(layer.name)
+        if not self.checked and layer is not self._inside:
+            self.foreign.add(layer.name)
 
     @property
     def direct(self) -> bool:
@@ -228,10 +229,13 @@ class WeightOpMode(TorchFunctionMode):
         layers, whose perturbation only a call through the rule applies) must be
         seen whatever the graph.  Returns whether the check could be made: False
         when a layer was not seen and the outputs carry no autograd graph (a pass
-        under ``torch.no_grad()``), so the rule checks again on its next pass.
+        under ``torch.no_grad()``), so the rule checks again on its next pass;
+        once it has passed, it returns True at once (rules call it after every pass).
         Known gap: a *frozen* weight (``requires_grad=False``) used that way leaves
         no leaf in the graph and is not detected.
         """
+        if self.checked:  # it passed once: a later pass runs the same layers
+            return True
         missing = [l for l in self.layers.values() if l.name not in self.seen]
         if not missing:
             self.checked = True
@@ -256,14 +260,14 @@ def route(mode: Any, func: Any, args: tuple, kwargs: dict) -> Any:
     """``F.linear``/``F.conv2d`` on a converted weight -> ``mode.linear``/``mode.conv2d``.
 
     The routing of every mode here (``WeightOpMode``, ``tracking.ActivityMode``):
-    ``mode`` has ``layers`` (id of a weight -> Layer), ``seen`` and the two
-    handlers; anything else runs unchanged.
+    ``mode`` has ``layers`` (id of a weight -> Layer), ``saw(layer)`` (called for each
+    routed op) and the two handlers; anything else runs unchanged.
     """
     if func is _LINEAR:
         W = args[1] if len(args) > 1 else kwargs["weight"]
         layer = mode.layers.get(id(W))
         if layer is not None:
-            mode.seen.add(layer.name)
+            mode.saw(layer)
             x = args[0] if args else kwargs["input"]
             b = args[2] if len(args) > 2 else kwargs.get("bias")
             return mode.linear(layer, x, W, b)
@@ -271,7 +275,7 @@ def route(mode: Any, func: Any, args: tuple, kwargs: dict) -> Any:
         x, W, b, stride, padding, dilation, groups = conv_args(args, kwargs)
         layer = mode.layers.get(id(W))
         if layer is not None:
-            mode.seen.add(layer.name)
+            mode.saw(layer)
             x, padding = resolve_padding(x, W, padding, stride, dilation)
             return mode.conv2d(layer, x, W, b, stride, padding, dilation, groups)
     return func(*args, **kwargs)

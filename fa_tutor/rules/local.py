@@ -171,8 +171,7 @@ class LocalFeedbackAlignment(Rule):
         check_batch(x, y)
         with self._mode.routing():
             out = self.model.local_losses(x, y, self.loss_fn)
-        if not self._mode.checked:  # until it passes once: did every converted layer go through B?
-            self._mode.check_all_seen(self.name, [*out.losses, out.loss])
+        self._mode.check_all_seen(self.name, [*out.losses, out.loss])  # every layer through B? (once)
         self._write_grads(sum(out.losses) + out.loss, [p for _, p in self._trainable()])
         return out.loss
 

@@ -74,6 +74,7 @@ class ActivityMode(TorchFunctionMode):
         super().__init__()
         self.layers = {id(l.weight): l for l in layers}
         self.seen: set[str] = set()
+        self.checked = False  # check_all_seen has passed
         self.tags = weak_id_key_dict()  # tensor -> [Layer, ...], keys held weakly
         self.order: list[str] = []  # hidden layers in the order their activity formed
 
@@ -81,6 +82,10 @@ class ActivityMode(TorchFunctionMode):
     linear = WeightOpMode.linear
     conv2d = WeightOpMode.conv2d
     check_all_seen = WeightOpMode.check_all_seen
+
+    def saw(self, layer: Layer) -> None:
+        """:func:`~fa_tutor.rules.intercept.route` hands ``layer``'s op to a handler."""
+        self.seen.add(layer.name)
 
     # -- to override ------------------------------------------------------------
     def hidden(self, layers: list[Layer], z: Tensor, act: Activation) -> Tensor:
