@@ -417,19 +417,27 @@ def test_step_cost_floors_time_the_base_rule_plus_only_the_defined_extra(monkeyp
     learned()
     learned()
     assert all(bool((t == -1.0).all()) for t in learned.scratch)  # 2 SGD steps, lr 0.5, grad 1
+    copied = step_cost.FloorStep(kp, fa, fa_opt, "copied", x, y)
+    assert [W for W, _ in copied.copies] == [layer.weight for layer in fa.layers]
+    copied()  # B's scratch gradients are the base's weight gradients, in tensors of their own
+    for W, t in copied.copies:
+        assert torch.equal(t.grad, W.grad) and t.grad.data_ptr() != W.grad.data_ptr()
+        assert torch.equal(t, -0.5 * t.grad)  # one SGD step (lr 0.5) from zeros on that gradient
     assert not torch.equal(fa.model.layers[0].weight, W0)  # the base rule stepped too
     sign = step_cost.FloorStep(usf, fa, fa_opt, "sign", x, y)
     assert sorted(usf.written) == ["layers.1.weight", "layers.2.weight"]
+    before = [torch.sign(W.detach()) * M for W, _, M in sign.signs]  # B from W before the step
     sign()
-    for (W, scratch, M), name in zip(sign.signs, ["layers.1.weight", "layers.2.weight"]):
+    for (W, scratch, M), name, B in zip(sign.signs, ["layers.1.weight", "layers.2.weight"], before):
         assert M == usf.magnitude[name] and W is fa.model.get_parameter(name)
-        assert torch.equal(scratch, torch.sign(W) * M)
-    with pytest.raises(ValueError, match="choose learned or sign"):
+        assert torch.equal(scratch, B)
+    with pytest.raises(ValueError, match="choose learned, copied, sign"):
         step_cost.FloorStep(usf, fa, fa_opt, "copy", x, y)
     cell = next(c for c in EXPERIMENTS["step-cost"].cells(True) if c.model == "mlp")
     monkeypatch.setattr(step_cost, "available_rules", lambda: ["bp", "fa", "usf", "kp", "dkp"])
     out = dict(step_cost.measure(cell, "cpu", None))
-    assert out["kp"]["floor"] == "fa + the optimizer's update of B" and out["kp"]["floor_ratio"] > 0
+    assert out["kp"]["floor"] == "fa + W's gradient copied into B's + the optimizer's update of B"
+    assert out["kp"]["floor_ratio"] > 0
     assert out["usf"]["floor"] == "fa + B ← M ⊙ sign(W) for the layers used"
     assert "floor" not in out["fa"] and "floor" not in out["dkp"]  # dkp's base dfa is not timed
 

@@ -19,6 +19,9 @@ any implementation. For them a **floor** is timed in the same rounds: the base r
 (FA's or DFA's) plus only that work, on scratch tensors of the same shapes
 (``floor_ratio``, over plain PyTorch; ``floor``, what it adds). Kolen–Pollack and DKP
 learn their feedback, so the optimizer updates a second set of tensors (``B``'s shapes);
+Kolen–Pollack's :math:`\nabla_{B_l}` is :math:`\nabla_{W_l}`, copied into a tensor of its own
+first (the optimizer, ``clip_grad_norm_`` or a ``GradScaler`` may change a ``.grad`` in
+place, so the two cannot share one); DKP computes its own;
 uSF, frSF and brSF write :math:`B_l \leftarrow M_l \odot \operatorname{sign}(W_l)` for
 every layer whose :math:`B_l` the step uses (brSF's draw is measured by ``draw_share``).
 A rule at its floor has no overhead left to remove; a floor above the target says the
@@ -59,7 +62,7 @@ PLAIN = "(plain backprop)"  # the reference: loss.backward() on the same model, 
 
 
 #: rule -> (its base rule, what it adds by definition): see :class:`FloorStep`
-FLOORS = {"kp": ("fa", "learned"), "dkp": ("dfa", "learned"),
+FLOORS = {"kp": ("fa", "copied"), "dkp": ("dfa", "learned"),
           "usf": ("fa", "sign"), "frsf": ("fa", "sign"), "brsf": ("fa", "sign")}
 FLOOR_PREFIX = "(floor) "
 
@@ -70,6 +73,7 @@ def floor_name(rule: str) -> str:
 
 
 FLOOR_WHAT = {"learned": "{base} + the optimizer's update of B",
+              "copied": "{base} + W's gradient copied into B's + the optimizer's update of B",
               "sign": "{base} + B ← M ⊙ sign(W) for the layers used"}
 
 
@@ -145,7 +149,9 @@ class FloorStep:
     by definition (:data:`FLOORS`), on scratch tensors shaped like ``rule``'s (``scratch``).
 
     ``learned``: an optimizer like ``base_opt`` (same class and settings) updates tensors
-    shaped like ``rule.parameters()`` with a fixed gradient of ones. ``sign``: for every layer
+    shaped like ``rule.parameters()`` with a fixed gradient of ones. ``copied``: the same,
+    with each gradient first copied from the base's weight of that shape (Kolen–Pollack's
+    :math:`\nabla_{B_l} \leftarrow \nabla_{W_l}`, layer by layer). ``sign``: for every layer
     whose :math:`B_l` a step of ``rule`` wrote (``rule.written``, after a warm-up step),
     ``sign(W_l)`` then ``× M_l`` into a scratch tensor (the two ops of ``rule.write``).
     """
@@ -153,15 +159,20 @@ class FloorStep:
     def __init__(self, rule: Rule, base: Rule, base_opt: torch.optim.Optimizer, kind: str,
                  x: torch.Tensor, y: torch.Tensor):
         if kind not in FLOOR_WHAT:
-            raise ValueError(f"unknown floor kind {kind!r}; choose {' or '.join(FLOOR_WHAT)}")
+            raise ValueError(f"unknown floor kind {kind!r}; choose {', '.join(FLOOR_WHAT)}")
         self.base, self.base_opt, self.kind, self.x, self.y = base, base_opt, kind, x, y
         self.scratch: list[torch.Tensor] = []
         self.signs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]] = []
         self.extra_opt: torch.optim.Optimizer | None = None
-        if kind == "learned":
+        self.copies: list[tuple[torch.Tensor, torch.Tensor]] = []  # (W, B's scratch) by layer
+        if kind in ("learned", "copied"):
             self.scratch = [torch.zeros_like(p) for p in rule.parameters()]
             for t in self.scratch:
                 t.grad = torch.ones_like(t)
+            if kind == "copied":
+                self.copies = [(layer.weight, t) for layer, t in zip(base.layers, self.scratch)]
+                if any(W.shape != t.shape for W, t in self.copies):
+                    raise ValueError("a 'copied' floor needs one B per base layer, of its weight's shape")
             defaults = {k: v for k, v in base_opt.defaults.items() if k != "params"}
             self.extra_opt = type(base_opt)(self.scratch, **defaults)
         else:
@@ -178,6 +189,8 @@ class FloorStep:
                 torch.sign(W, out=scratch)
                 torch.mul(scratch, M, out=scratch)
         self.base.step(self.x, self.y)
+        for W, scratch in self.copies:  # kp: B's gradient is W's, in a tensor of its own
+            scratch.grad.copy_(W.grad)
         self.base_opt.step()
         if self.extra_opt is not None:
             self.extra_opt.step()
