@@ -145,7 +145,7 @@ def _inside_range(event) -> bool:
 
 
 class FloorStep:
-    """A step of ``base`` (its own model copy and optimizer) plus only the work ``rule`` adds
+    r"""A step of ``base`` (its own model copy and optimizer) plus only the work ``rule`` adds
     by definition (:data:`FLOORS`), on scratch tensors shaped like ``rule``'s (``scratch``).
 
     ``learned``: an optimizer like ``base_opt`` (same class and settings) updates tensors
