@@ -73,3 +73,19 @@ def test_the_package_declares_what_it_imports():
     torch_req = next(d for d in project["project"]["dependencies"] if d.startswith("torch"))
     floor = tuple(int(v) for v in re.search(r">=(\d+)\.(\d+)", torch_req).groups())
     assert floor >= (2, 5), f"{torch_req}: torch.OutOfMemoryError needs torch 2.5"
+
+
+def test_sources_compile_without_warnings() -> None:
+    """No invalid escape in a string of the package, the tools or the tests: a docstring's
+    ``\\nabla`` or ``\\leftarrow`` outside a raw string is a newline or a warning, not LaTeX."""
+    import warnings
+
+    sources = [p for folder in ("fa_tutor", "tools", "tests") for p in (ROOT / folder).rglob("*.py")]
+    assert len(sources) > 50
+    found = []
+    for path in sources:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            compile(path.read_text(encoding="utf-8"), str(path), "exec")
+        found += [f"{path.relative_to(ROOT)}: {w.message}" for w in caught]
+    assert not found, found
