@@ -683,3 +683,23 @@ def test_overview_keeps_cells_that_lack_a_setting_others_have(tmp_path) -> None:
     (tmp_path / "localmixer.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     table = report.overview("localmixer", tmp_path)
     assert table[["pairing", "n"]].values.tolist() == [["", 2], ["released", 1]]
+
+
+def test_cpu_lines_name_the_processor(tmp_path, monkeypatch) -> None:
+    """A CPU line's provenance names the processor and its logical CPU count, not just "cpu"."""
+    import importlib
+
+    prov = importlib.import_module("fa_tutor.utils.provenance")  # the module (utils exports the function)
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Gold 6430\n"
+                    "processor\t: 1\nmodel name\t: Intel(R) Xeon(R) Gold 6430\n")
+    monkeypatch.setattr(prov.os, "cpu_count", lambda: 2)
+    assert prov.cpu_name(info) == "Intel(R) Xeon(R) Gold 6430 (2 logical CPUs)"
+    monkeypatch.setattr(prov.platform, "processor", lambda: "arm")
+    assert prov.cpu_name(tmp_path / "missing") == "arm (2 logical CPUs)"  # macOS: no /proc
+    monkeypatch.setattr(prov.platform, "processor", lambda: "")
+    monkeypatch.setattr(prov.os, "cpu_count", lambda: None)
+    assert prov.cpu_name(tmp_path / "missing") == "cpu"
+    monkeypatch.setattr(prov, "cpu_name", lambda: "Test CPU (2 logical CPUs)")
+    assert prov.provenance("cpu")["device_name"] == "Test CPU (2 logical CPUs)"

@@ -27,13 +27,33 @@ def git_commit() -> str | None:
         return os.environ.get("FA_TUTOR_COMMIT")
 
 
+def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The processor, as a CPU line's provenance names it: its model name and logical CPU count.
+
+    Linux: the first ``model name`` in ``/proc/cpuinfo``; elsewhere ``platform.processor()``;
+    ``"cpu"`` where neither says anything.
+    """
+    model = ""
+    try:
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                model = value.strip()
+                break
+    except OSError:
+        pass
+    model = model or platform.processor() or "cpu"
+    count = os.cpu_count()
+    return f"{model} ({count} logical CPUs)" if count else model
+
+
 def provenance(device: torch.device | str, *, started: dt.datetime | None = None,
                wall_s: float | None = None) -> dict:
     """The provenance block of a result (CONTRACT.md "Benchmark results")."""
     from .. import __version__
 
     device = torch.device(device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     started = started or dt.datetime.now(dt.timezone.utc)
     return {
         "commit": git_commit(),
