@@ -14,7 +14,7 @@ biotorch is not a dependency of fa_tutor: install it into a scratch folder and p
 ``BIOTORCH_PATH`` at it, never into the project's environment::
 
     .venv/bin/pip install --no-deps --target /tmp/bt biotorch==0.0.16
-    BIOTORCH_PATH=/tmp/bt .venv/bin/python tools/biotorch_step_cost.py [--rounds 9] [--threads 1]
+    BIOTORCH_PATH=/tmp/bt .venv/bin/python tools/biotorch_step_cost.py [--rounds 15] [--threads 2]
 
 A benchmark, not a test: run it on a machine doing nothing else.
 """
@@ -114,8 +114,8 @@ def measure(model_name: str, rounds: int, min_round_s: float = 0.25) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--rounds", type=int, default=15)  # as step-cost
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (step-cost: 2)")
     parser.add_argument("--models", nargs="+", default=["mlp", "lenet"], choices=list(SETTINGS))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
