@@ -94,6 +94,16 @@ def test_the_registry_holds_every_contract_rule():
     assert not missing, f"rules missing from the registry: {sorted(missing)}"
 
 
+def test_every_rule_has_the_label_the_papers_use():
+    labels = {name: ft.rules.rule_spec(name).label for name in ft.available_rules()}
+    assert {k: labels[k] for k in ("bp", "fa", "adafa", "usf", "frsf", "brsf", "kp", "dfa", "dkp",
+                                   "fg_w", "fg_a", "lg_fg_a", "fdfa")} == {
+        "bp": "BP", "fa": "FA", "adafa": "adaFA", "usf": "uSF", "frsf": "frSF", "brsf": "brSF",
+        "kp": "KP", "dfa": "DFA", "dkp": "DKP", "fg_w": "FG-W", "fg_a": "FG-A",
+        "lg_fg_a": "LG-FG-A", "fdfa": "FDFA"}
+    assert len(set(labels.values())) == len(labels)  # one rule per label
+
+
 @pytest.mark.parametrize("name,model_name", CASES)
 def test_step_overwrites_finite_grads_and_returns_the_loss(name, model_name):
     model = build(model_name)

@@ -57,19 +57,28 @@ class RuleSpec:
     defaults: dict[str, Any] = field(default_factory=dict)
     #: the allowed values of the options that take one of a few
     choices: dict[str, tuple] = field(default_factory=dict)
+    #: the name as the papers write it (tables, figures): "uSF", "FG-W"; set by :func:`register`
+    label: str = ""
 
 
 _REGISTRY: dict[str, RuleSpec] = {}
 
 
-def register(name: str, *, family: str, summary: str, **flags: Any) -> Callable[[type], type]:
-    """Class decorator adding a rule to the registry under ``name``."""
+def register(name: str, *, family: str, summary: str, label: str | None = None,
+             **flags: Any) -> Callable[[type], type]:
+    """Class decorator adding a rule to the registry under ``name``.
+
+    ``label``: the rule's name as the papers write it; by default ``name`` in capitals
+    with hyphens (``fg_w`` -> ``FG-W``).
+    """
+    label = label or name.upper().replace("_", "-")
 
     def decorate(cls: type) -> type:
         if name in _REGISTRY:
             raise RuntimeError(f"rule {name!r} registered twice")
         cls.name = name
-        _REGISTRY[name] = RuleSpec(name=name, cls=cls, family=family, summary=summary, **flags)
+        _REGISTRY[name] = RuleSpec(name=name, cls=cls, family=family, summary=summary,
+                                   label=label, **flags)
         return cls
 
     return decorate

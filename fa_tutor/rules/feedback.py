@@ -280,7 +280,7 @@ class FeedbackAlignment(LayerwiseFeedbackRule):
         return self.xavier_uniform(W)
 
 
-@register("adafa", family=FAMILY, defaults=DEFAULTS, choices=CHOICES,
+@register("adafa", family=FAMILY, label="adaFA", defaults=DEFAULTS, choices=CHOICES,
           summary="feedback fixed at the initial weights, B = W(0)")
 @fill_doc(common_args=_COMMON_ARGS)
 class AdaptiveFeedbackAlignment(LayerwiseFeedbackRule):

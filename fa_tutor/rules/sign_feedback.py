@@ -70,7 +70,8 @@ class SignedFeedback:
             self.current(layer)
 
 
-@register("usf", family=FAMILY, defaults={**DEFAULTS, "scale": True}, choices=CHOICES,
+@register("usf", family=FAMILY, label="uSF", defaults={**DEFAULTS, "scale": True},
+          choices=CHOICES,
           summary="sign feedback B = c·sign(W), recomputed every step")
 @fill_doc(common_args=_COMMON_ARGS, scale_arg=_SCALE_ARG)
 class UniformSignFeedback(SignedFeedback, LayerwiseFeedbackRule):
@@ -112,7 +113,7 @@ class UniformSignFeedback(SignedFeedback, LayerwiseFeedbackRule):
         return xavier_std(W.shape) if self.options["scale"] else 1.0
 
 
-@register("frsf", family=FAMILY, defaults=DEFAULTS, choices=CHOICES,
+@register("frsf", family=FAMILY, label="frSF", defaults=DEFAULTS, choices=CHOICES,
           summary="fixed random magnitudes with the signs of W")
 @fill_doc(common_args=_COMMON_ARGS)
 class FixedRandomSignFeedback(SignedFeedback, LayerwiseFeedbackRule):
@@ -151,7 +152,7 @@ class FixedRandomSignFeedback(SignedFeedback, LayerwiseFeedbackRule):
         return self.xavier_uniform(W).abs_()  # |B_l^(0)|, drawn once
 
 
-@register("brsf", family=FAMILY, defaults=DEFAULTS, choices=CHOICES,
+@register("brsf", family=FAMILY, label="brSF", defaults=DEFAULTS, choices=CHOICES,
           summary="random magnitudes redrawn every step, signs of W")
 @fill_doc(common_args=_COMMON_ARGS)
 class BatchRandomSignFeedback(SignedFeedback, LayerwiseFeedbackRule):

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ...metrics import ConservationTracker, update_alignment, weight_alignment
-from ...rules import make_rule
+from ...rules import make_rule, rule_spec
 from ...training import RunConfig
 from ..registry import Cell, experiment
 from ._common import config_cell, grid, pick, recorded_train, scale_of, summarize
@@ -44,7 +44,7 @@ NAME = "conservation-noisy-mnist"
 WIDTHS = [15, 30, 45, 60, 75, 100, 125, 150, 175, 200]
 RULES = ["fa", "adafa", "usf", "bp"]
 #: the rules as Robertson & Koyejo name them (backprop is their "GD")
-RULE_NAMES = {"fa": "FA", "adafa": "adaFA", "usf": "uSF", "bp": "GD"}
+RULE_NAMES = {**{rule: rule_spec(rule).label for rule in RULES}, "bp": "GD"}
 SEEDS = [0, 1, 2, 3]
 NOTE = ("Substituted data: the 4,000 training digits of mnist5k (fixed split) with 20% of the "
         "labels flipped per seed; test set = the remaining 1,000 clean mnist5k digits (the paper: "
