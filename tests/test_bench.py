@@ -516,18 +516,20 @@ def test_lenet_learning_rates_are_the_committed_selection() -> None:
 
 def test_full_scale_rates_step_down_only_past_a_committed_blow_up(monkeypatch) -> None:
     """Each rate in BLEW_UP_AT_FULL_SCALE has a committed full-scale line at that rate that
-    blew up; the rule's cells then run at the next lower rate of the grid."""
+    blew up (one seed is enough); the rule's cells then run at the next lower rate of the grid."""
     from fa_tutor.bench.experiments import lenet_fashion_mnist as lenet
 
     full = [line for line in report.current_lines(lenet.NAME) if line["scale"] == "full"]
     for rule, rates in lenet.BLEW_UP_AT_FULL_SCALE.items():
         for lr in rates:
             at = [line for line in full if line["rule"] == rule and line["setting"].get("lr") == lr]
-            assert at and all(lenet.unstable(line) for line in at), (rule, lr)
+            assert any(lenet.unstable(line) for line in at), (rule, lr)
     assert lenet.full_scale_rate("adafa") == 0.001  # 0.003 blew up: the next rate down
+    assert lenet.full_scale_rate("dfa") == 0.0003  # 0.001 blew up for one seed of three
     assert lenet.full_scale_rate("bp") == lenet.LEARNING_RATES["bp"]
     assert lenet.full_scale_rate("dkp") is None  # no stable rate, no cells
-    assert {c.rule: c.setting["lr"] for c in lenet.cells(False)}["adafa"] == 0.001
+    rates = {c.rule: c.setting["lr"] for c in lenet.cells(False)}
+    assert rates["adafa"] == 0.001 and rates["dfa"] == 0.0003
     monkeypatch.setitem(lenet.BLEW_UP_AT_FULL_SCALE, "bp", [0.01, 0.003])  # two steps down
     assert lenet.full_scale_rate("bp") == 0.001
 
