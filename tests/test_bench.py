@@ -530,6 +530,12 @@ def test_full_scale_rates_step_down_only_past_a_committed_blow_up(monkeypatch) -
     assert lenet.full_scale_rate("dkp") is None  # no stable rate, no cells
     rates = {c.rule: c.setting["lr"] for c in lenet.cells(False)}
     assert rates["adafa"] == 0.001 and rates["dfa"] == 0.0003
+    reading = lenet.given_up_reading(report.current_lines(lenet.NAME))
+    assert "adaFA's selected η = 0.003 blew up in epoch 9 for seed 0" in reading
+    assert "DFA's selected η = 0.001 blew up in epoch 6 for seed 2" in reading
+    assert "while seeds 0 (13.53 % test error) and 1 (12.53 % test error) trained stably" in reading
+    assert "there its 3 seed(s) average 14.74 % against 13.03 %" in reading  # 0.0003 vs 0.001
+    assert lenet.given_up_reading([]) == "No full-scale run at a selected rate has blown up."
     monkeypatch.setitem(lenet.BLEW_UP_AT_FULL_SCALE, "bp", [0.01, 0.003])  # two steps down
     assert lenet.full_scale_rate("bp") == 0.001
 

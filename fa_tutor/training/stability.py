@@ -19,18 +19,18 @@ def blew_up(epoch_losses: Iterable[float | None], factor: float = BLOWUP_FACTOR)
     >>> blew_up([2.3, 40.0, 0.7]), blew_up([2.3, float("nan")]), blew_up([])
     (True, True, True)
     """
-    losses = [float(v) for v in epoch_losses if v is not None]
-    if not losses or not all(math.isfinite(v) for v in losses):
-        return True
-    return max(losses) > factor * losses[0]
+    losses = list(epoch_losses)
+    return all(v is None for v in losses) or blow_up_epoch(losses, factor) is not None
 
 
-def blow_up_epoch(epoch_losses: list[float], factor: float = BLOWUP_FACTOR) -> int | None:
+def blow_up_epoch(epoch_losses: Iterable[float | None], factor: float = BLOWUP_FACTOR) -> int | None:
     """The first epoch (1-based) whose mean loss is not finite or above ``factor`` × the
-    first epoch's (the :func:`blew_up` criterion); None if there is none.
+    first epoch's; None if there is none (``None`` entries are skipped, as in :func:`blew_up`).
 
     >>> blow_up_epoch([2.3, 1.1, 40.0, 0.7]), blow_up_epoch([2.3, 1.1])
     (3, None)
     """
-    return next((i + 1 for i, v in enumerate(epoch_losses)
-                 if not (math.isfinite(v) and v <= factor * epoch_losses[0])), None)
+    losses = list(epoch_losses)
+    first = next((float(v) for v in losses if v is not None), math.nan)
+    return next((i + 1 for i, v in enumerate(losses)
+                 if v is not None and not (math.isfinite(v) and v <= factor * first)), None)

@@ -32,7 +32,8 @@ fetch fashion_mnist``).
 """
 from __future__ import annotations
 
-from ...training import RunConfig, blew_up
+from ...rules import rule_spec
+from ...training import RunConfig, blew_up, blow_up_epoch
 from ..registry import Cell, experiment
 from ._common import grid, pick, scale_of
 
@@ -101,6 +102,49 @@ def rules_without_a_stable_rate(lines: list[dict]) -> list[str]:
     for line in lines:
         tried.setdefault(line["rule"], []).append(unstable(line))
     return [r for r in RULES if len(tried.get(r, [])) == len(LR_GRID) and all(tried[r])]
+
+
+def given_up_reading(lines: list[dict]) -> str:
+    """What the full-scale lines at each rate of :data:`BLEW_UP_AT_FULL_SCALE` show: the seed(s)
+    that blew up (epoch, losses, best-validation test error), the seeds that trained stably
+    at that rate, and, beside the latter, the mean test error at the rate now used.
+
+    ``lines``: the committed ``lenet-fashion-mnist`` lines (:func:`..report.current_lines`).
+    """
+    full = [line for line in lines if line["scale"] == "full" and "lr" in line["setting"]]
+    parts = []
+    for rule, rates in BLEW_UP_AT_FULL_SCALE.items():
+        new_rate = full_scale_rate(rule)
+        now = [line["metrics"]["test_error"] for line in full
+               if line["rule"] == rule and line["setting"]["lr"] == new_rate]
+        for lr in rates:
+            blew, calm, calm_errors = [], [], []
+            for line in sorted((x for x in full if x["rule"] == rule and x["setting"]["lr"] == lr),
+                               key=lambda x: x["seed"]):
+                losses = line["metrics"].get("history", {}).get("train_loss", [])
+                epoch, error = blow_up_epoch(losses), line["metrics"]["test_error"]
+                if epoch is None:
+                    calm.append(f"{line['seed']} ({error:.2f} % test error)")
+                    calm_errors.append(error)
+                else:
+                    blew.append(f"in epoch {epoch} for seed {line['seed']} (the epoch's mean "
+                                f"training loss {losses[epoch - 1]:.3g} against {losses[0]:.3g} in "
+                                f"epoch 1, {max(losses):.3g} at the worst; best-validation test "
+                                f"error {error:.2f} %)")
+            if not blew:
+                continue
+            calm_text = ("seed " + calm[0] if len(calm) == 1 else
+                         "seeds " + ", ".join(calm[:-1]) + " and " + calm[-1] if calm else "")
+            parts.append(
+                f"{rule_spec(rule).label}'s selected η = {lr:g} blew up {' and '.join(blew)}, after "
+                f"the {SELECTION_EPOCHS} epochs of the selection"
+                + (f", while {calm_text} trained stably at it" if calm else "")
+                + f". Its cells run at the next rate down, η = {new_rate:g} (the lines at "
+                f"η = {lr:g} stay committed)"
+                + (f"; there its {len(now)} seed(s) average {sum(now) / len(now):.2f} % against "
+                   f"{sum(calm_errors) / len(calm_errors):.2f} % for the stable seed(s) at {lr:g}: "
+                   "the price of a rate every seed survives." if calm and now else "."))
+    return " ".join(parts) or "No full-scale run at a selected rate has blown up."
 
 
 def select_learning_rates(lines: list[dict]) -> dict[str, float]:
