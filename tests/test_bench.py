@@ -711,3 +711,75 @@ def test_cpu_lines_name_the_processor(tmp_path, monkeypatch) -> None:
     assert prov.cpu_name(tmp_path / "missing") == "cpu"
     monkeypatch.setattr(prov, "cpu_name", lambda: "Test CPU (2 logical CPUs)")
     assert prov.provenance("cpu")["device_name"] == "Test CPU (2 logical CPUs)"
+
+
+def test_output_layer_names_the_last_layer_with_a_feedback_matrix() -> None:
+    from fa_tutor.bench.experiments.class_subsets import OUTPUT_LAYER
+    from fa_tutor.rules.intercept import find_layers
+    built = {"lenet": ft.models.LeNet(5), "resnet18": ft.models.resnet18(5)}
+    assert set(built) == set(OUTPUT_LAYER)
+    for name, model in built.items():
+        assert find_layers(model, rule="fa")[-1].weight_name == OUTPUT_LAYER[name]
+
+
+def test_fa_output_layer_alignment_is_capped_by_the_zero_sum_error() -> None:
+    """What FA adds to W_L has zero column sums (softmax error sums to zero), so its
+    cosine with B_L is at most ‖P B_L‖/‖B_L‖, whose mean square is (k - 1)/k."""
+    from fa_tutor.bench.experiments.class_subsets import output_alignment_cap
+    assert [round(output_alignment_cap(k), 3) for k in (2, 5, 10, 50)] == [0.707, 0.894, 0.949, 0.99]
+    with pytest.raises(ValueError, match="k >= 2"):
+        output_alignment_cap(1)
+    k = 3
+    torch.manual_seed(0)
+    model = ft.models.MLP(20, [16], k)
+    rule = ft.make_rule("fa", model, seed=0)
+    W = model.layers[-1].weight
+    W0, B = W.detach().clone(), rule.feedback["layers.1.weight"]
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)  # no weight decay: W_L - W_L(0) is learnt
+    x, y = torch.randn(64, 20), torch.randint(0, k, (64,))
+    for _ in range(50):
+        opt.zero_grad()
+        rule.step(x, y)
+        opt.step()
+    learnt = W.detach() - W0
+    assert learnt.norm() > 0.5 * W0.norm()  # it learnt something
+    assert learnt.sum(0).abs().max() < 1e-5  # zero column sums: 1ᵀ ΔW_L = 0
+    PB = B - B.mean(0, keepdim=True)
+    cos = torch.nn.functional.cosine_similarity(learnt.flatten(), B.flatten(), dim=0)
+    assert 0 < cos <= PB.norm() / B.norm() + 1e-6
+    # the cap is the mean: an i.i.d. B's ‖P B‖/‖B‖ over many columns
+    big = torch.empty(k, 20000).uniform_(-1, 1)
+    ratio = (big - big.mean(0, keepdim=True)).norm() / big.norm()
+    assert ratio == pytest.approx(output_alignment_cap(k), abs=0.005)
+
+
+def test_fa_output_reading_compares_the_output_layer_with_its_cap() -> None:
+    import pandas as pd
+
+    from fa_tutor.bench.experiments.class_subsets import (alignment_by_classes, fa_output_reading,
+                                                          output_alignment_cap)
+    rows = []
+    for k in (2, 10):
+        for seed in (0, 1):
+            out = 0.3 * output_alignment_cap(k) + 0.01 * seed  # the same fraction of the cap
+            rows.append({"rule": "fa", "model": "lenet", "classes": k, "seed": seed,
+                         "test_accuracy": 90.0, "weight_cos/conv1.weight": 0.02 * k,
+                         "weight_cos/fc1.weight": 0.0, "weight_cos/fc2.weight": out})
+    rows.append({"rule": "bp", "model": "lenet", "classes": 2, "seed": 0, "test_accuracy": 95.0})
+    per_seed = alignment_by_classes(pd.DataFrame(rows))
+    fa = per_seed[per_seed.rule == "fa"]
+    assert fa.output_alignment.tolist() == pytest.approx(
+        [0.3 * 0.7071, 0.3 * 0.7071 + 0.01, 0.3 * 0.9487, 0.3 * 0.9487 + 0.01], abs=1e-4)
+    assert fa.hidden_alignment.tolist() == pytest.approx([0.02, 0.02, 0.1, 0.1])
+    assert per_seed[per_seed.rule == "bp"].output_alignment.isna().all()
+    text = fa_output_reading(per_seed)
+    assert "cos∠(W_L, B_L) = 0.217 ± 0.007, 0.290 ± 0.007 at k = 2, 10, under caps of 0.707, 0.949" \
+        in text
+    assert "as a fraction of its cap 0.307 ± 0.010, 0.305 ± 0.007, which stays within the seeds' " \
+        "spread from k = 2 to k = 10" in text
+    assert text.endswith("(their mean rises from k = 2 to k = 10).")  # no "beyond the cap" line
+    flat = per_seed.assign(hidden_alignment=0.01 * per_seed.seed)  # the same at both k
+    assert fa_output_reading(flat).endswith(
+        "Beyond the cap, nothing moves FA's alignment by more than the seeds' spread.")
+    assert "one seed at one end" in fa_output_reading(per_seed[per_seed.seed == 0])
+    assert "two class counts" in fa_output_reading(per_seed[per_seed.classes == 2])

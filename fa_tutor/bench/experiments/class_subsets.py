@@ -26,6 +26,7 @@ alignment against the number of classes, the question Tables 1 and 2 ask.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from torch import nn
@@ -121,24 +122,106 @@ def fashion_cells(quick: bool) -> list[Cell]:
                         data={"resize": 32})
 
 
+#: Each model's output layer (the last layer with a B; a test checks it against ``find_layers``).
+OUTPUT_LAYER = {"lenet": "fc2.weight", "resnet18": "fc.weight"}
+
+
+def output_alignment_cap(k: int) -> float:
+    r"""How far FA's output layer can align with its fixed random :math:`B_L` on k classes.
+
+    Softmax cross-entropy's error :math:`e = \mathrm{softmax}(a_L) - \mathrm{onehot}(y)`
+    sums to zero over the k classes (:math:`\mathbf 1^\top e = 0`), so every update
+    :math:`-\eta\, e\, h_{L-1}^\top` of :math:`W_L` has zero column sums: what learning adds
+    to :math:`W_L` lies in the subspace :math:`P = I - \tfrac1k \mathbf 1 \mathbf 1^\top`
+    projects on (weight decay only shrinks the initial part). Its cosine with :math:`B_L` is
+    therefore at most :math:`\|P B_L\|_F / \|B_L\|_F`, and for a :math:`B_L` of i.i.d.
+    zero-mean entries
+
+    .. math:: \frac{\mathbb E\,\|P B_L\|_F^2}{\mathbb E\,\|B_L\|_F^2} = \frac{k-1}{k},
+        \qquad \text{cap}(k) = \sqrt{\frac{k-1}{k}}
+
+    (0.71 at k = 2, 0.89 at 5, 0.95 at 10; 0.98 and 0.99 at 25 and 50). adaFA's
+    :math:`B_L = W_L(0)` and uSF's :math:`B_L = M \odot \mathrm{sign}(W_L)` are not
+    independent of :math:`W_L`, so no such cap applies to them.
+    """
+    if k < 2:
+        raise ValueError(f"the cap needs k >= 2 classes, got {k}")
+    return math.sqrt((k - 1) / k)
 
 
 def alignment_by_classes(lines: "pd.DataFrame") -> "pd.DataFrame":
     """One row per (rule, classes, seed): the final weight alignment averaged over the
-    layers that have a B (``weight_alignment``, mean of ``weight_cos/*``; nan for GD), the
-    alignment of the whole update with the true gradient (``update_alignment``,
-    ``update_cos/total``) and ``test_accuracy``. ``lines``: ``report.load`` of a subset
-    experiment."""
+    layers that have a B (``weight_alignment``, mean of ``weight_cos/*``; nan for GD), split
+    into the output layer's (``output_alignment``, :data:`OUTPUT_LAYER` of the line's
+    ``model``) and the mean of the layers below it (``hidden_alignment``), the alignment of
+    the whole update with the true gradient (``update_alignment``, ``update_cos/total``) and
+    ``test_accuracy``. ``lines``: ``report.load`` of a subset experiment."""
     import pandas as pd
 
-    cols = ["rule", "classes", "seed", "weight_alignment", "update_alignment", "test_accuracy"]
+    cols = ["rule", "classes", "seed", "weight_alignment", "output_alignment",
+            "hidden_alignment", "update_alignment", "test_accuracy"]
     if lines.empty:
         return pd.DataFrame(columns=cols)
     weight = [c for c in lines.columns if c.startswith("weight_cos/")]
     out = lines[["rule", "classes", "seed", "test_accuracy"]].copy()
-    out["weight_alignment"] = lines[weight].mean(axis=1) if weight else float("nan")
-    out["update_alignment"] = lines.get("update_cos/total", float("nan"))
+    nan = float("nan")
+    out["weight_alignment"] = lines[weight].mean(axis=1) if weight else nan
+    out["output_alignment"], out["hidden_alignment"] = nan, nan
+    models = lines["model"] if "model" in lines else pd.Series(None, index=lines.index)
+    for model, rows in lines.groupby(models).groups.items():
+        output = f"weight_cos/{OUTPUT_LAYER.get(model, '')}"
+        if output in weight:
+            out.loc[rows, "output_alignment"] = lines.loc[rows, output]
+            hidden = [c for c in weight if c != output]
+            if hidden:
+                out.loc[rows, "hidden_alignment"] = lines.loc[rows, hidden].mean(axis=1)
+    out["update_alignment"] = lines.get("update_cos/total", nan)
     return out[cols].reset_index(drop=True)
+
+
+def _change(values: "pd.core.groupby.SeriesGroupBy", lo: int, hi: int) -> str:
+    """``rises``/``falls``/``stays within the seeds' spread`` from k = lo to k = hi."""
+    mean, std = values.mean(), values.std()
+    drop, spread = mean[lo] - mean[hi], max(std[lo], std[hi])
+    return "falls" if drop > spread else "rises" if -drop > spread else \
+        "stays within the seeds' spread"
+
+
+def fa_output_reading(per_seed: "pd.DataFrame") -> str:
+    """FA's alignment per layer group against k, read from :func:`alignment_by_classes`: the
+    output layer's cosine beside its cap (:func:`output_alignment_cap`) and as a fraction of
+    it, and the mean of the layers below; a change counts only beyond the seeds' spread
+    (two seeds at both ends)."""
+    fa = per_seed[per_seed.rule == "fa"].dropna(subset=["output_alignment"])
+    ks = sorted(fa.classes.unique())
+    if len(ks) < 2:
+        return "FA's output-layer alignment needs lines at two class counts."
+    fa = fa.assign(cap=fa.classes.map(output_alignment_cap))
+    fa = fa.assign(of_cap=fa.output_alignment / fa.cap)
+    by = fa.groupby("classes")
+    lo, hi = ks[0], ks[-1]
+
+    def per_k(col: str, digits: int = 3) -> str:
+        m, s = by[col].mean(), by[col].std()
+        spread = {k: "" if math.isnan(s[k]) else f" ± {s[k]:.{digits}f}" for k in ks}
+        return ", ".join(f"{m[k]:.{digits}f}{spread[k]}" for k in ks)
+
+    where = ", ".join(str(k) for k in ks)
+    text = (f"FA's output layer: cos∠(W_L, B_L) = {per_k('output_alignment')} at k = {where}, "
+            f"under caps of {', '.join(f'{output_alignment_cap(k):.3f}' for k in ks)}; "
+            f"as a fraction of its cap {per_k('of_cap')}")
+    if int(by.size().loc[[lo, hi]].min()) < 2:
+        return text + " (one seed at one end: no spread to judge the change by yet)."
+    changes = [_change(by.of_cap, lo, hi)]
+    text += f", which {changes[0]} from k = {lo} to k = {hi}."
+    hidden = fa.dropna(subset=["hidden_alignment"]).groupby("classes").hidden_alignment
+    if lo in hidden.groups and hi in hidden.groups:
+        changes.append(_change(hidden, lo, hi))
+        text += (f" The layers below it average {per_k('hidden_alignment')} (their mean "
+                 f"{changes[1]} from k = {lo} to k = {hi}).")
+    if all(c.startswith("stays") for c in changes):
+        text += " Beyond the cap, nothing moves FA's alignment by more than the seeds' spread."
+    return text
 
 
 def alignment_verdict(per_seed: "pd.DataFrame") -> str:
@@ -166,10 +249,9 @@ def alignment_verdict(per_seed: "pd.DataFrame") -> str:
                        "to judge the change by yet).")
             continue
         drops[rule] = drop
-        what = ("falls" if drop > spread else "rises" if -drop > spread else
-                "stays within the seeds' spread")
-        out.append(f"{RULE_NAMES[rule]}'s mean weight alignment {what} from k = {lo} to k = {hi} "
-                   f"({mean[lo]:.3f} → {mean[hi]:.3f}, spread {spread:.3f}, {seeds} seeds).")
+        out.append(f"{RULE_NAMES[rule]}'s mean weight alignment {_change(at, lo, hi)} from "
+                   f"k = {lo} to k = {hi} ({mean[lo]:.3f} → {mean[hi]:.3f}, "
+                   f"spread {spread:.3f}, {seeds} seeds).")
     if len(drops) > 1:
         order = sorted(drops, key=drops.get, reverse=True)
         paper = [r for r in ("fa", "adafa", "usf") if r in drops]
