@@ -783,3 +783,23 @@ def test_fa_output_reading_compares_the_output_layer_with_its_cap() -> None:
         "Beyond the cap, nothing moves FA's alignment by more than the seeds' spread.")
     assert "one seed at one end" in fa_output_reading(per_seed[per_seed.seed == 0])
     assert "two class counts" in fa_output_reading(per_seed[per_seed.classes == 2])
+
+
+def test_gap_to_gd_pairs_each_rule_with_gd_on_the_same_classes() -> None:
+    import pandas as pd
+
+    from fa_tutor.bench.experiments.class_subsets import alignment_by_classes, gap_reading
+    acc = {("bp", 2, 0): 99.0, ("bp", 2, 1): 90.0, ("bp", 10, 0): 80.0, ("bp", 10, 1): 70.0,
+           ("usf", 2, 0): 98.0, ("usf", 2, 1): 89.5, ("usf", 10, 0): 76.0, ("usf", 10, 1): 65.0,
+           ("fa", 2, 0): 95.0}  # fa: no seed-1 line
+    rows = [{"rule": r, "classes": k, "seed": s, "test_accuracy": a} for (r, k, s), a in acc.items()]
+    per_seed = alignment_by_classes(pd.DataFrame(rows)).set_index(["rule", "classes", "seed"])
+    assert per_seed.gap_to_gd.loc["usf"].tolist() == [-1.0, -0.5, -4.0, -5.0]  # same k and seed
+    assert per_seed.gap_to_gd.loc["fa", 2, 0] == -4.0
+    assert per_seed.gap_to_gd.loc["bp"].isna().all()
+    text = gap_reading(per_seed.reset_index())
+    assert text == ("Test accuracy minus GD's on the same classes, in points: FA -4.00 at k = 2; "
+                    "uSF -0.75 ± 0.35, -4.50 ± 0.71 at k = 2, 10. uSF's gap to GD widens from "
+                    "k = 2 to k = 10.")
+    no_gd = per_seed.reset_index().query("rule != 'bp'")
+    assert gap_reading(alignment_by_classes(no_gd)) == "No rule has a GD line on the same classes yet."

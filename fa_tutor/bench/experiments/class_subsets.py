@@ -154,12 +154,14 @@ def alignment_by_classes(lines: "pd.DataFrame") -> "pd.DataFrame":
     layers that have a B (``weight_alignment``, mean of ``weight_cos/*``; nan for GD), split
     into the output layer's (``output_alignment``, :data:`OUTPUT_LAYER` of the line's
     ``model``) and the mean of the layers below it (``hidden_alignment``), the alignment of
-    the whole update with the true gradient (``update_alignment``, ``update_cos/total``) and
-    ``test_accuracy``. ``lines``: ``report.load`` of a subset experiment."""
+    the whole update with the true gradient (``update_alignment``, ``update_cos/total``),
+    ``test_accuracy`` and ``gap_to_gd``, the test accuracy minus GD's on the same classes
+    (same k and seed: the seed draws the classes; nan for GD and where GD's line is missing).
+    ``lines``: ``report.load`` of a subset experiment."""
     import pandas as pd
 
     cols = ["rule", "classes", "seed", "weight_alignment", "output_alignment",
-            "hidden_alignment", "update_alignment", "test_accuracy"]
+            "hidden_alignment", "update_alignment", "test_accuracy", "gap_to_gd"]
     if lines.empty:
         return pd.DataFrame(columns=cols)
     weight = [c for c in lines.columns if c.startswith("weight_cos/")]
@@ -176,6 +178,10 @@ def alignment_by_classes(lines: "pd.DataFrame") -> "pd.DataFrame":
             if hidden:
                 out.loc[rows, "hidden_alignment"] = lines.loc[rows, hidden].mean(axis=1)
     out["update_alignment"] = lines.get("update_cos/total", nan)
+    gd = out[out.rule == "bp"].set_index(["classes", "seed"]).test_accuracy
+    paired = pd.MultiIndex.from_frame(out[["classes", "seed"]])
+    out["gap_to_gd"] = out.test_accuracy.to_numpy() - gd.reindex(paired).to_numpy()
+    out.loc[out.rule == "bp", "gap_to_gd"] = nan
     return out[cols].reset_index(drop=True)
 
 
@@ -259,3 +265,28 @@ def alignment_verdict(per_seed: "pd.DataFrame") -> str:
                    + ("the paper's order." if order == paper else
                       "the paper's order is " + ", ".join(RULE_NAMES[r] for r in paper) + "."))
     return " ".join(out)
+
+
+def gap_reading(per_seed: "pd.DataFrame") -> str:
+    """Each feedback rule's test accuracy minus GD's on the same classes, per k (mean ± std
+    over seeds, from :func:`alignment_by_classes`), and whether uSF's gap changes from the
+    fewest to the most classes by more than the seeds' spread (the paper: sign-FA stays
+    competitive with GD as k grows)."""
+    gaps = per_seed.dropna(subset=["gap_to_gd"])
+    if gaps.empty:
+        return "No rule has a GD line on the same classes yet."
+    parts = []
+    for rule in [r for r in ("fa", "adafa", "usf") if r in set(gaps.rule)]:
+        by = gaps[gaps.rule == rule].groupby("classes").gap_to_gd
+        m, s, ks = by.mean(), by.std(), sorted(by.groups)
+        values = ", ".join(f"{m[k]:+.2f}" + ("" if math.isnan(s[k]) else f" ± {s[k]:.2f}")
+                           for k in ks)
+        parts.append(f"{RULE_NAMES[rule]} {values} at k = {', '.join(str(k) for k in ks)}")
+    text = ("Test accuracy minus GD's on the same classes, in points: " + "; ".join(parts) + ".")
+    usf = gaps[gaps.rule == "usf"].groupby("classes").gap_to_gd
+    ks = sorted(usf.groups)
+    if len(ks) >= 2 and int(usf.size().loc[[ks[0], ks[-1]]].min()) >= 2:
+        change = _change(usf, ks[0], ks[-1])
+        change = {"falls": "widens", "rises": "narrows"}.get(change, change)
+        text += f" uSF's gap to GD {change} from k = {ks[0]} to k = {ks[-1]}."
+    return text
