@@ -185,12 +185,22 @@ def alignment_by_classes(lines: "pd.DataFrame") -> "pd.DataFrame":
     return out[cols].reset_index(drop=True)
 
 
-def _change(values: "pd.core.groupby.SeriesGroupBy", lo: int, hi: int) -> str:
-    """``rises``/``falls``/``stays within the seeds' spread`` from k = lo to k = hi."""
+def _change(values: "pd.core.groupby.SeriesGroupBy", lo: int, hi: int) -> str | None:
+    """``rises``/``falls``/``stays within the seeds' spread`` from k = lo to k = hi; None
+    unless both ends have two seeds (a spread to judge the change by)."""
+    if min(values.count().get(lo, 0), values.count().get(hi, 0)) < 2:
+        return None
     mean, std = values.mean(), values.std()
     drop, spread = mean[lo] - mean[hi], max(std[lo], std[hi])
     return "falls" if drop > spread else "rises" if -drop > spread else \
         "stays within the seeds' spread"
+
+
+def _per_k(values: "pd.core.groupby.SeriesGroupBy", ks: list[int], digits: int) -> str:
+    """``"mean ± std"`` over the seeds at each k (the mean alone for one seed), comma-separated."""
+    from .. import report
+
+    return ", ".join(report.mean_std(values.get_group(k), digits) for k in ks)
 
 
 def fa_output_reading(per_seed: "pd.DataFrame") -> str:
@@ -206,25 +216,19 @@ def fa_output_reading(per_seed: "pd.DataFrame") -> str:
     fa = fa.assign(of_cap=fa.output_alignment / fa.cap)
     by = fa.groupby("classes")
     lo, hi = ks[0], ks[-1]
-
-    def per_k(col: str, digits: int = 3) -> str:
-        m, s = by[col].mean(), by[col].std()
-        spread = {k: "" if math.isnan(s[k]) else f" ± {s[k]:.{digits}f}" for k in ks}
-        return ", ".join(f"{m[k]:.{digits}f}{spread[k]}" for k in ks)
-
-    where = ", ".join(str(k) for k in ks)
-    text = (f"FA's output layer: cos∠(W_L, B_L) = {per_k('output_alignment')} at k = {where}, "
-            f"under caps of {', '.join(f'{output_alignment_cap(k):.3f}' for k in ks)}; "
-            f"as a fraction of its cap {per_k('of_cap')}")
-    if int(by.size().loc[[lo, hi]].min()) < 2:
-        return text + " (one seed at one end: no spread to judge the change by yet)."
+    text = (f"FA's output layer: cos∠(W_L, B_L) = {_per_k(by.output_alignment, ks, 3)} at "
+            f"k = {', '.join(str(k) for k in ks)}, under caps of "
+            f"{', '.join(f'{output_alignment_cap(k):.3f}' for k in ks)}; "
+            f"as a fraction of its cap {_per_k(by.of_cap, ks, 3)}")
     changes = [_change(by.of_cap, lo, hi)]
+    if changes[0] is None:
+        return text + " (one seed at one end: no spread to judge the change by yet)."
     text += f", which {changes[0]} from k = {lo} to k = {hi}."
-    hidden = fa.dropna(subset=["hidden_alignment"]).groupby("classes").hidden_alignment
-    if lo in hidden.groups and hi in hidden.groups:
-        changes.append(_change(hidden, lo, hi))
-        text += (f" The layers below it average {per_k('hidden_alignment')} (their mean "
-                 f"{changes[1]} from k = {lo} to k = {hi}).")
+    hidden = _change(by.hidden_alignment, lo, hi)
+    if hidden is not None:
+        changes.append(hidden)
+        text += (f" The layers below it average {_per_k(by.hidden_alignment, ks, 3)} (their mean "
+                 f"{hidden} from k = {lo} to k = {hi}).")
     if all(c.startswith("stays") for c in changes):
         text += " Beyond the cap, nothing moves FA's alignment by more than the seeds' spread."
     return text
@@ -249,13 +253,14 @@ def alignment_verdict(per_seed: "pd.DataFrame") -> str:
         mean, std = at.mean(), at.std()
         drop, spread = mean[lo] - mean[hi], max(std[lo], std[hi])
         seeds = int(min(at.count()[lo], at.count()[hi]))
-        if seeds < 2:  # a spread needs two seeds at both ends: report the values, no verdict
+        what = _change(at, lo, hi)
+        if what is None:  # a spread needs two seeds at both ends: report the values, no verdict
             out.append(f"{RULE_NAMES[rule]}'s mean weight alignment goes from {mean[lo]:.3f} at "
                        f"k = {lo} to {mean[hi]:.3f} at k = {hi} (one seed at one end: no spread "
                        "to judge the change by yet).")
             continue
         drops[rule] = drop
-        out.append(f"{RULE_NAMES[rule]}'s mean weight alignment {_change(at, lo, hi)} from "
+        out.append(f"{RULE_NAMES[rule]}'s mean weight alignment {what} from "
                    f"k = {lo} to k = {hi} ({mean[lo]:.3f} → {mean[hi]:.3f}, "
                    f"spread {spread:.3f}, {seeds} seeds).")
     if len(drops) > 1:
@@ -278,15 +283,13 @@ def gap_reading(per_seed: "pd.DataFrame") -> str:
     parts = []
     for rule in [r for r in ("fa", "adafa", "usf") if r in set(gaps.rule)]:
         by = gaps[gaps.rule == rule].groupby("classes").gap_to_gd
-        m, s, ks = by.mean(), by.std(), sorted(by.groups)
-        values = ", ".join(f"{m[k]:+.2f}" + ("" if math.isnan(s[k]) else f" ± {s[k]:.2f}")
-                           for k in ks)
-        parts.append(f"{RULE_NAMES[rule]} {values} at k = {', '.join(str(k) for k in ks)}")
+        ks = sorted(by.groups)
+        parts.append(f"{RULE_NAMES[rule]} {_per_k(by, ks, 2)} at k = {', '.join(map(str, ks))}")
     text = ("Test accuracy minus GD's on the same classes, in points: " + "; ".join(parts) + ".")
     usf = gaps[gaps.rule == "usf"].groupby("classes").gap_to_gd
     ks = sorted(usf.groups)
-    if len(ks) >= 2 and int(usf.size().loc[[ks[0], ks[-1]]].min()) >= 2:
-        change = _change(usf, ks[0], ks[-1])
+    change = _change(usf, ks[0], ks[-1]) if len(ks) >= 2 else None
+    if change is not None:
         change = {"falls": "widens", "rises": "narrows"}.get(change, change)
         text += f" uSF's gap to GD {change} from k = {ks[0]} to k = {ks[-1]}."
     return text
