@@ -803,3 +803,33 @@ def test_gap_to_gd_pairs_each_rule_with_gd_on_the_same_classes() -> None:
                     "k = 2 to k = 10.")
     no_gd = per_seed.reset_index().query("rule != 'bp'")
     assert gap_reading(alignment_by_classes(no_gd)) == "No rule has a GD line on the same classes yet."
+
+
+def test_gap_reading_counts_pairs_and_splits_fitting_from_generalising() -> None:
+    import pandas as pd
+
+    from fa_tutor.bench.experiments.class_subsets import alignment_by_classes, gap_reading
+    # (test, train) accuracy per (rule, k, seed); uSF beats adaFA on 3 of the 4 pairs
+    acc = {("bp", 2, 0): (99.0, 99.5), ("bp", 2, 1): (97.0, 98.0),
+           ("bp", 10, 0): (80.0, 81.0), ("bp", 10, 1): (82.0, 83.0),
+           ("usf", 2, 0): (98.0, 98.5), ("usf", 2, 1): (95.0, 96.0),
+           ("usf", 10, 0): (76.0, 77.0), ("usf", 10, 1): (78.0, 79.0),
+           ("adafa", 2, 0): (98.5, 99.0), ("adafa", 2, 1): (94.0, 95.0),
+           ("adafa", 10, 0): (72.0, 75.0), ("adafa", 10, 1): (74.0, 77.0)}
+    rows = [{"rule": r, "classes": k, "seed": s, "test_accuracy": a, "train_accuracy": t}
+            for (r, k, s), (a, t) in acc.items()]
+    per_seed = alignment_by_classes(pd.DataFrame(rows)).set_index(["rule", "classes", "seed"])
+    assert per_seed.train_gap_to_gd.loc["adafa"].tolist() == [-0.5, -3.0, -6.0, -6.0]
+    assert per_seed.train_gap_to_gd.loc["bp"].isna().all()
+    text = gap_reading(per_seed.reset_index())
+    assert "uSF is nearer GD than adaFA on 3 of the 4 (k, seed) pairs." in text
+    # test gaps at k = 10: adaFA -8, uSF -4; training-set gaps -6 (75 %) and -4 (100 %)
+    assert text.endswith("At k = 10 the gap on the training set is -6.00, -4.00 points for adaFA, "
+                         "uSF (75 %, 100 % of the test-set gap); GD itself fits 82.0 ± 1.4 % of "
+                         "that training set in this budget.")
+    fits = per_seed.reset_index()
+    fits.loc[(fits.rule == "adafa") & (fits.classes == 10), "train_gap_to_gd"] = -7.0  # 88 %
+    assert "(88 %, 100 % of the test-set gap): the rules fall behind GD in fitting the data, " \
+        "not in generalising from it;" in gap_reading(fits)
+    assert "training set" not in gap_reading(fits.assign(train_accuracy=float("nan"),
+                                                         train_gap_to_gd=float("nan")))

@@ -156,17 +156,20 @@ def alignment_by_classes(lines: "pd.DataFrame") -> "pd.DataFrame":
     ``model``) and the mean of the layers below it (``hidden_alignment``), the alignment of
     the whole update with the true gradient (``update_alignment``, ``update_cos/total``),
     ``test_accuracy`` and ``gap_to_gd``, the test accuracy minus GD's on the same classes
-    (same k and seed: the seed draws the classes; nan for GD and where GD's line is missing).
-    ``lines``: ``report.load`` of a subset experiment."""
+    (same k and seed: the seed draws the classes; nan for GD and where GD's line is missing),
+    and the same two on the training set (``train_accuracy``, ``train_gap_to_gd``; nan where
+    a line has no train accuracy). ``lines``: ``report.load`` of a subset experiment."""
     import pandas as pd
 
     cols = ["rule", "classes", "seed", "weight_alignment", "output_alignment",
-            "hidden_alignment", "update_alignment", "test_accuracy", "gap_to_gd"]
+            "hidden_alignment", "update_alignment", "test_accuracy", "gap_to_gd",
+            "train_accuracy", "train_gap_to_gd"]
     if lines.empty:
         return pd.DataFrame(columns=cols)
     weight = [c for c in lines.columns if c.startswith("weight_cos/")]
     out = lines[["rule", "classes", "seed", "test_accuracy"]].copy()
     nan = float("nan")
+    out["train_accuracy"] = lines.get("train_accuracy", nan)
     out["weight_alignment"] = lines[weight].mean(axis=1) if weight else nan
     out["output_alignment"], out["hidden_alignment"] = nan, nan
     models = lines["model"] if "model" in lines else pd.Series(None, index=lines.index)
@@ -178,10 +181,11 @@ def alignment_by_classes(lines: "pd.DataFrame") -> "pd.DataFrame":
             if hidden:
                 out.loc[rows, "hidden_alignment"] = lines.loc[rows, hidden].mean(axis=1)
     out["update_alignment"] = lines.get("update_cos/total", nan)
-    gd = out[out.rule == "bp"].set_index(["classes", "seed"]).test_accuracy
+    gd = out[out.rule == "bp"].set_index(["classes", "seed"])
     paired = pd.MultiIndex.from_frame(out[["classes", "seed"]])
-    out["gap_to_gd"] = out.test_accuracy.to_numpy() - gd.reindex(paired).to_numpy()
-    out.loc[out.rule == "bp", "gap_to_gd"] = nan
+    for accuracy, gap in (("test_accuracy", "gap_to_gd"), ("train_accuracy", "train_gap_to_gd")):
+        out[gap] = out[accuracy].to_numpy() - gd[accuracy].reindex(paired).to_numpy()
+        out.loc[out.rule == "bp", gap] = nan
     return out[cols].reset_index(drop=True)
 
 
@@ -274,9 +278,10 @@ def alignment_verdict(per_seed: "pd.DataFrame") -> str:
 
 def gap_reading(per_seed: "pd.DataFrame") -> str:
     """Each feedback rule's test accuracy minus GD's on the same classes, per k (mean ± std
-    over seeds, from :func:`alignment_by_classes`), and whether uSF's gap changes from the
-    fewest to the most classes by more than the seeds' spread (the paper: sign-FA stays
-    competitive with GD as k grows)."""
+    over seeds, from :func:`alignment_by_classes`), whether uSF's gap changes from the
+    fewest to the most classes by more than the seeds' spread, how often uSF is nearer GD
+    than adaFA (the paper: sign-FA stays competitive with GD as k grows, more robustly than
+    adaFA), and whether the gaps are in fitting the training set or in generalising."""
     gaps = per_seed.dropna(subset=["gap_to_gd"])
     if gaps.empty:
         return "No rule has a GD line on the same classes yet."
@@ -292,4 +297,42 @@ def gap_reading(per_seed: "pd.DataFrame") -> str:
     if change is not None:
         change = {"falls": "widens", "rises": "narrows"}.get(change, change)
         text += f" uSF's gap to GD {change} from k = {ks[0]} to k = {ks[-1]}."
-    return text
+    return " ".join([text] + [t for t in (_nearer_gd(gaps, "usf", "adafa"),
+                                          _fitting_or_generalising(per_seed)) if t])
+
+
+def _nearer_gd(gaps: "pd.DataFrame", rule: str, other: str) -> str | None:
+    """On how many of the (k, seed) pairs where both have a gap to GD ``rule`` is nearer
+    GD than ``other``; None where they share no pair."""
+    pair = gaps[gaps.rule.isin([rule, other])].pivot_table(
+        index=["classes", "seed"], columns="rule", values="gap_to_gd").dropna()
+    if rule not in pair or other not in pair or pair.empty:
+        return None
+    nearer = int((pair[rule] > pair[other]).sum())
+    return (f"{RULE_NAMES[rule]} is nearer GD than {RULE_NAMES[other]} on {nearer} of the "
+            f"{len(pair)} (k, seed) pairs.")
+
+
+def _fitting_or_generalising(per_seed: "pd.DataFrame", most: float = 0.8) -> str | None:
+    """At the most classes, each rule's gap to GD on the training set and its share of the
+    gap on the test set (means over seeds); where every rule is behind GD and every share
+    is at least ``most``, the rules fall behind GD in fitting the data, not in generalising from it. Also how much of
+    that training set GD itself fits. None without train accuracies."""
+    both = per_seed.dropna(subset=["gap_to_gd", "train_gap_to_gd"])
+    gd = per_seed[per_seed.rule == "bp"].dropna(subset=["train_accuracy"])
+    if both.empty or gd.empty:
+        return None
+    from .. import report
+
+    hi = max(both.classes)
+    at = both[both.classes == hi].groupby("rule")[["gap_to_gd", "train_gap_to_gd"]].mean()
+    rules = [r for r in ("fa", "adafa", "usf") if r in at.index]
+    share = at.train_gap_to_gd / at.gap_to_gd
+    text = (f"At k = {hi} the gap on the training set is "
+            + ", ".join(f"{at.train_gap_to_gd[r]:.2f}" for r in rules) + " points for "
+            + ", ".join(RULE_NAMES[r] for r in rules) + " ("
+            + ", ".join(f"{100 * share[r]:.0f} %" for r in rules) + " of the test-set gap)")
+    if all(at.gap_to_gd[r] < 0 and share[r] >= most for r in rules):
+        text += ": the rules fall behind GD in fitting the data, not in generalising from it"
+    fits = report.mean_std(gd[gd.classes == hi].train_accuracy, 1)
+    return text + f"; GD itself fits {fits} % of that training set in this budget."
