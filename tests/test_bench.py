@@ -833,3 +833,27 @@ def test_gap_reading_counts_pairs_and_splits_fitting_from_generalising() -> None
         "not in generalising from it;" in gap_reading(fits)
     assert "training set" not in gap_reading(fits.assign(train_accuracy=float("nan"),
                                                          train_gap_to_gd=float("nan")))
+
+
+def test_gap_over_run_compares_half_way_with_the_end_at_the_most_classes() -> None:
+    import pandas as pd
+
+    from fa_tutor.bench.experiments.class_subsets import gap_over_run
+
+    def accuracy(rule: str, seed: int, epoch: int) -> float:
+        if rule == "bp":
+            return 80.0
+        if rule == "usf":  # gap -2 / -3 up to epoch 10, -6 / -5 after: widens
+            return 80.0 - ([2.0, 3.0] if epoch <= 10 else [6.0, 5.0])[seed]
+        return 80.0 - [4.0, 4.5][seed]  # adafa: the same gap throughout
+
+    rows = [{"rule": r, "classes": k, "seed": s, "epoch": e,
+             "test_accuracy": accuracy(r, s, e) - (30.0 if k == 2 and r != "bp" else 0.0)}
+            for r in ("bp", "adafa", "usf") for k in (2, 10) for s in (0, 1) for e in range(1, 21)]
+    hist = pd.DataFrame(rows)
+    assert gap_over_run(hist) == (
+        "At k = 10, the gap to GD averaged over epochs 6–10 and over epochs 16–20: "
+        "adaFA -4.25 ± 0.35, -4.25 ± 0.35 (stays within the seeds' spread); "
+        "uSF -2.50 ± 0.71, -5.50 ± 0.71 (widens).")
+    assert "needs GD's history" in gap_over_run(hist[hist.rule != "bp"])
+    assert "at least 10 epochs" in gap_over_run(hist[hist.epoch <= 8])

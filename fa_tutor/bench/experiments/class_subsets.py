@@ -336,3 +336,41 @@ def _fitting_or_generalising(per_seed: "pd.DataFrame", most: float = 0.8) -> str
         text += ": the rules fall behind GD in fitting the data, not in generalising from it"
     fits = report.mean_std(gd[gd.classes == hi].train_accuracy, 1)
     return text + f"; GD itself fits {fits} % of that training set in this budget."
+
+
+def gap_over_run(histories: "pd.DataFrame", window: int = 5) -> str:
+    """Whether the gaps to GD at the most classes close or widen late in training: each
+    feedback rule's test accuracy minus GD's (same classes and seed, epoch by epoch), averaged
+    over the ``window`` epochs up to half-way and over the last ``window`` epochs, mean ± std
+    over seeds; a change counts only beyond the seeds' spread. ``histories``:
+    ``report.histories`` of a subset experiment."""
+    import pandas as pd
+
+    if histories.empty or "bp" not in set(histories.rule):
+        return "The gap over the run needs GD's history beside the rules'."
+    hi = int(histories.classes.max())
+    at = histories[histories.classes == hi]
+    gd = at[at.rule == "bp"].set_index(["seed", "epoch"]).test_accuracy
+    runs = at[at.rule.isin(["fa", "adafa", "usf"])]
+    gap = runs.test_accuracy.to_numpy() - gd.reindex(
+        pd.MultiIndex.from_frame(runs[["seed", "epoch"]])).to_numpy()
+    runs = runs.assign(gap=gap).dropna(subset=["gap"])
+    last = int(runs.epoch.max()) if not runs.empty else 0
+    mid = last // 2
+    if mid < window:
+        return f"The gap over the run needs at least {2 * window} epochs of history."
+    windows = {f"epochs {mid - window + 1}–{mid}": (mid - window, mid),
+               f"epochs {last - window + 1}–{last}": (last - window, last)}
+    early, late = windows
+    parts = []
+    for rule in [r for r in ("fa", "adafa", "usf") if r in set(runs.rule)]:
+        one = runs[runs.rule == rule]
+        means = pd.concat([one[(one.epoch > a) & (one.epoch <= b)].groupby("seed").gap.mean()
+                           .rename(name) for name, (a, b) in windows.items()], axis=1)
+        long = means.melt(var_name="window", value_name="gap").groupby("window").gap
+        change = _change(long, early, late)
+        change = {"falls": "widens", "rises": "narrows"}.get(change, change)
+        parts.append(f"{RULE_NAMES[rule]} {_per_k(long, [early, late], 2)}"
+                     + (f" ({change})" if change else ""))
+    return (f"At k = {hi}, the gap to GD averaged over {early} and over {late}: "
+            + "; ".join(parts) + ".")
