@@ -200,8 +200,9 @@ def _change(values: "pd.core.groupby.SeriesGroupBy", lo: int, hi: int) -> str | 
         "stays within the seeds' spread"
 
 
-def _per_k(values: "pd.core.groupby.SeriesGroupBy", ks: list[int], digits: int) -> str:
-    """``"mean ± std"`` over the seeds at each k (the mean alone for one seed), comma-separated."""
+def _per_k(values: "pd.core.groupby.SeriesGroupBy", ks: list[int] | list[str], digits: int) -> str:
+    """``"mean ± std"`` over the seeds in each group (a k, or an epoch window), comma-separated;
+    the mean alone for one seed."""
     from .. import report
 
     return ", ".join(report.mean_std(values.get_group(k), digits) for k in ks)
