@@ -317,8 +317,9 @@ def _nearer_gd(gaps: "pd.DataFrame", rule: str, other: str) -> str | None:
 def _fitting_or_generalising(per_seed: "pd.DataFrame", most: float = 0.8) -> str | None:
     """At the most classes, each rule's gap to GD on the training set and its share of the
     gap on the test set (means over seeds); where every rule is behind GD and every share
-    is at least ``most``, the rules fall behind GD in fitting the data, not in generalising from it. Also how much of
-    that training set GD itself fits. None without train accuracies."""
+    is at least ``most``, the rules fall behind GD in fitting the data, not in generalising
+    from it. Also how much of that training set GD itself fits. None without train
+    accuracies."""
     both = per_seed.dropna(subset=["gap_to_gd", "train_gap_to_gd"])
     gd = per_seed[per_seed.rule == "bp"].dropna(subset=["train_accuracy"])
     if both.empty or gd.empty:
