@@ -38,6 +38,8 @@ from .conservation_noisy_mnist import RULE_NAMES
 from ._common import config_cell, grid, pick, recorded_train, scale_of, summarize
 
 RULES = ["fa", "adafa", "usf", "bp"]
+#: The rules with feedback weights B, compared with GD (``bp``) in the readings below.
+FEEDBACK_RULES = [r for r in RULES if r != "bp"]
 CLASSES = [10, 25, 50]
 
 #: App. A, LeNet on CIFAR-100: batch 1024, 500 epochs, lr 0.01 halved at 100 and 250.
@@ -181,17 +183,32 @@ def alignment_by_classes(lines: "pd.DataFrame") -> "pd.DataFrame":
             if hidden:
                 out.loc[rows, "hidden_alignment"] = lines.loc[rows, hidden].mean(axis=1)
     out["update_alignment"] = lines.get("update_cos/total", nan)
-    gd = out[out.rule == "bp"].set_index(["classes", "seed"])
-    paired = pd.MultiIndex.from_frame(out[["classes", "seed"]])
     for accuracy, gap in (("test_accuracy", "gap_to_gd"), ("train_accuracy", "train_gap_to_gd")):
-        out[gap] = out[accuracy].to_numpy() - gd[accuracy].reindex(paired).to_numpy()
-        out.loc[out.rule == "bp", gap] = nan
+        out[gap] = _minus_gd(out, accuracy, ["classes", "seed"])
     return out[cols].reset_index(drop=True)
 
 
-def _change(values: "pd.core.groupby.SeriesGroupBy", lo: int, hi: int) -> str | None:
-    """``rises``/``falls``/``stays within the seeds' spread`` from k = lo to k = hi; None
-    unless both ends have two seeds (a spread to judge the change by)."""
+def _minus_gd(frame: "pd.DataFrame", column: str, keys: list[str]) -> "pd.Series":
+    """``frame[column]`` minus GD's (rule ``bp``) on the rows with the same ``keys``; nan
+    for GD's own rows and where GD's row is missing."""
+    import pandas as pd
+
+    gd = frame[frame.rule == "bp"].set_index(keys)[column]
+    paired = gd.reindex(pd.MultiIndex.from_frame(frame[keys])).to_numpy()
+    return pd.Series(frame[column].to_numpy() - paired, index=frame.index).where(frame.rule != "bp")
+
+
+def _gap_change(gaps: "pd.core.groupby.SeriesGroupBy", lo, hi) -> str | None:
+    """:func:`_change` in a gap's words: a gap that falls below zero ``widens``, one that
+    rises toward it ``narrows``."""
+    change = _change(gaps, lo, hi)
+    return {"falls": "widens", "rises": "narrows"}.get(change, change)
+
+
+def _change(values: "pd.core.groupby.SeriesGroupBy", lo, hi) -> str | None:
+    """``rises``/``falls``/``stays within the seeds' spread`` from group lo to group hi (two
+    class counts, or two epoch windows); None unless both ends have two seeds (a spread to
+    judge the change by)."""
     if min(values.count().get(lo, 0), values.count().get(hi, 0)) < 2:
         return None
     mean, std = values.mean(), values.std()
@@ -200,12 +217,12 @@ def _change(values: "pd.core.groupby.SeriesGroupBy", lo: int, hi: int) -> str | 
         "stays within the seeds' spread"
 
 
-def _per_k(values: "pd.core.groupby.SeriesGroupBy", ks: list[int] | list[str], digits: int) -> str:
+def _per_group(values: "pd.core.groupby.SeriesGroupBy", keys: list, digits: int) -> str:
     """``"mean ± std"`` over the seeds in each group (a k, or an epoch window), comma-separated;
     the mean alone for one seed."""
     from .. import report
 
-    return ", ".join(report.mean_std(values.get_group(k), digits) for k in ks)
+    return ", ".join(report.mean_std(values.get_group(key), digits) for key in keys)
 
 
 def fa_output_reading(per_seed: "pd.DataFrame") -> str:
@@ -221,10 +238,10 @@ def fa_output_reading(per_seed: "pd.DataFrame") -> str:
     fa = fa.assign(of_cap=fa.output_alignment / fa.cap)
     by = fa.groupby("classes")
     lo, hi = ks[0], ks[-1]
-    text = (f"FA's output layer: cos∠(W_L, B_L) = {_per_k(by.output_alignment, ks, 3)} at "
+    text = (f"FA's output layer: cos∠(W_L, B_L) = {_per_group(by.output_alignment, ks, 3)} at "
             f"k = {', '.join(str(k) for k in ks)}, under caps of "
             f"{', '.join(f'{output_alignment_cap(k):.3f}' for k in ks)}; "
-            f"as a fraction of its cap {_per_k(by.of_cap, ks, 3)}")
+            f"as a fraction of its cap {_per_group(by.of_cap, ks, 3)}")
     changes = [_change(by.of_cap, lo, hi)]
     if changes[0] is None:
         return text + " (one seed at one end: no spread to judge the change by yet)."
@@ -232,8 +249,8 @@ def fa_output_reading(per_seed: "pd.DataFrame") -> str:
     hidden = _change(by.hidden_alignment, lo, hi)
     if hidden is not None:
         changes.append(hidden)
-        text += (f" The layers below it average {_per_k(by.hidden_alignment, ks, 3)} (their mean "
-                 f"{hidden} from k = {lo} to k = {hi}).")
+        text += (f" The layers below it average {_per_group(by.hidden_alignment, ks, 3)} "
+                 f"(their mean {hidden} from k = {lo} to k = {hi}).")
     if all(c.startswith("stays") for c in changes):
         text += " Beyond the cap, nothing moves FA's alignment by more than the seeds' spread."
     return text
@@ -251,7 +268,7 @@ def alignment_verdict(per_seed: "pd.DataFrame") -> str:
         return f"Only k = {ks[0]} is committed; the claim needs at least two class counts."
     lo, hi = ks[0], ks[-1]
     drops, out = {}, []
-    for rule in [r for r in ("fa", "adafa", "usf") if r in set(per_seed.rule)]:
+    for rule in [r for r in FEEDBACK_RULES if r in set(per_seed.rule)]:
         at = per_seed[per_seed.rule == rule].groupby("classes").weight_alignment
         if lo not in at.groups or hi not in at.groups:
             continue
@@ -287,16 +304,15 @@ def gap_reading(per_seed: "pd.DataFrame") -> str:
     if gaps.empty:
         return "No rule has a GD line on the same classes yet."
     parts = []
-    for rule in [r for r in ("fa", "adafa", "usf") if r in set(gaps.rule)]:
+    for rule in [r for r in FEEDBACK_RULES if r in set(gaps.rule)]:
         by = gaps[gaps.rule == rule].groupby("classes").gap_to_gd
         ks = sorted(by.groups)
-        parts.append(f"{RULE_NAMES[rule]} {_per_k(by, ks, 2)} at k = {', '.join(map(str, ks))}")
+        parts.append(f"{RULE_NAMES[rule]} {_per_group(by, ks, 2)} at k = {', '.join(map(str, ks))}")
     text = ("Test accuracy minus GD's on the same classes, in points: " + "; ".join(parts) + ".")
     usf = gaps[gaps.rule == "usf"].groupby("classes").gap_to_gd
     ks = sorted(usf.groups)
-    change = _change(usf, ks[0], ks[-1]) if len(ks) >= 2 else None
+    change = _gap_change(usf, ks[0], ks[-1]) if len(ks) >= 2 else None
     if change is not None:
-        change = {"falls": "widens", "rises": "narrows"}.get(change, change)
         text += f" uSF's gap to GD {change} from k = {ks[0]} to k = {ks[-1]}."
     return " ".join([text] + [t for t in (_nearer_gd(gaps, "usf", "adafa"),
                                           _fitting_or_generalising(per_seed)) if t])
@@ -328,7 +344,7 @@ def _fitting_or_generalising(per_seed: "pd.DataFrame", most: float = 0.8) -> str
 
     hi = max(both.classes)
     at = both[both.classes == hi].groupby("rule")[["gap_to_gd", "train_gap_to_gd"]].mean()
-    rules = [r for r in ("fa", "adafa", "usf") if r in at.index]
+    rules = [r for r in FEEDBACK_RULES if r in at.index]
     share = at.train_gap_to_gd / at.gap_to_gd
     text = (f"At k = {hi} the gap on the training set is "
             + ", ".join(f"{at.train_gap_to_gd[r]:.2f}" for r in rules) + " points for "
@@ -352,11 +368,7 @@ def gap_over_run(histories: "pd.DataFrame", window: int = 5) -> str:
         return "The gap over the run needs GD's history beside the rules'."
     hi = int(histories.classes.max())
     at = histories[histories.classes == hi]
-    gd = at[at.rule == "bp"].set_index(["seed", "epoch"]).test_accuracy
-    runs = at[at.rule.isin(["fa", "adafa", "usf"])]
-    gap = runs.test_accuracy.to_numpy() - gd.reindex(
-        pd.MultiIndex.from_frame(runs[["seed", "epoch"]])).to_numpy()
-    runs = runs.assign(gap=gap).dropna(subset=["gap"])
+    runs = at.assign(gap=_minus_gd(at, "test_accuracy", ["seed", "epoch"])).dropna(subset=["gap"])
     last = int(runs.epoch.max()) if not runs.empty else 0
     mid = last // 2
     if mid < window:
@@ -365,14 +377,13 @@ def gap_over_run(histories: "pd.DataFrame", window: int = 5) -> str:
                f"epochs {last - window + 1}–{last}": (last - window, last)}
     early, late = windows
     parts = []
-    for rule in [r for r in ("fa", "adafa", "usf") if r in set(runs.rule)]:
+    for rule in [r for r in FEEDBACK_RULES if r in set(runs.rule)]:
         one = runs[runs.rule == rule]
         means = pd.concat([one[(one.epoch > a) & (one.epoch <= b)].groupby("seed").gap.mean()
                            .rename(name) for name, (a, b) in windows.items()], axis=1)
         long = means.melt(var_name="window", value_name="gap").groupby("window").gap
-        change = _change(long, early, late)
-        change = {"falls": "widens", "rises": "narrows"}.get(change, change)
-        parts.append(f"{RULE_NAMES[rule]} {_per_k(long, [early, late], 2)}"
+        change = _gap_change(long, early, late)
+        parts.append(f"{RULE_NAMES[rule]} {_per_group(long, [early, late], 2)}"
                      + (f" ({change})" if change else ""))
     return (f"At k = {hi}, the gap to GD averaged over {early} and over {late}: "
             + "; ".join(parts) + ".")
