@@ -368,8 +368,72 @@ def _interrupted(args: argparse.Namespace, err: KeyboardInterrupt) -> str:
     return f"interrupted — rerun the same command to resume{detail}"
 
 
+def _command_path(args: argparse.Namespace) -> tuple[str, ...]:
+    """The subcommand the arguments chose, e.g. ``("bench", "run")``."""
+    second = {"bench": "bench_cmd", "data": "data_cmd", "coursework": "cw_cmd"}.get(args.cmd)
+    return (args.cmd, getattr(args, second)) if second else (args.cmd,)
+
+
+def train_spelling(extra: list[str]) -> list[str] | None:
+    """``train``'s ``--set KEY=VALUE`` for arguments spelt as options or bare names.
+
+    ``--epochs 5``, ``--epochs=5`` and ``--lr-milestones …`` name a RunConfig field
+    (hyphens read as underscores); a bare ``fa``, ``lenet`` or ``digits`` names a rule,
+    a model or a data set. None when any argument is none of these.
+    """
+    import dataclasses
+
+    from .data import DATASETS
+    from .rules import available_rules
+    from .training import MODELS, RunConfig
+
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    names = {**{d: "dataset" for d in DATASETS}, **{m: "model" for m in MODELS},
+             **{r: "rule" for r in available_rules()}}
+    pairs, rest = [], list(extra)
+    while rest:
+        token = rest.pop(0)
+        if token.startswith("--"):
+            key, sep, value = token[2:].partition("=")
+            key = key.replace("-", "_")
+            if key not in fields:
+                return None
+            if not sep:
+                if not rest or rest[0].startswith("--"):
+                    return None
+                value = rest.pop(0)
+            pairs.append(f"{key}={value}")
+        elif token in names:
+            pairs.append(f"{names[token]}={token}")
+        else:
+            return None
+    return [f"--set {pair}" for pair in pairs]
+
+
+def _refuse_unrecognized(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                         extra: list[str]) -> int:
+    """Arguments no parser took: for ``train``, one line with their ``--set`` spelling;
+    elsewhere argparse's own error, from the subcommand's parser (its usage line)."""
+    path = _command_path(args)
+    if path == ("train",):
+        spelling = train_spelling(extra)
+        if spelling:
+            print(f"error: train takes its settings as --set KEY=VALUE: use {' '.join(spelling)} "
+                  "(python -m fa_tutor train --help lists the fields)", file=sys.stderr)
+        else:
+            print(f"error: unrecognized arguments: {' '.join(extra)}; train takes its settings "
+                  "as --set KEY=VALUE (python -m fa_tutor train --help lists the fields)",
+                  file=sys.stderr)
+        return 2
+    leaf = dict(_leaves(parser)).get(path, parser)
+    leaf.error(f"unrecognized arguments: {' '.join(extra)}")  # exits with status 2
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        return _refuse_unrecognized(parser, args, extra)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if args.cmd == "coursework" and getattr(args, "device", None):

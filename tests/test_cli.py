@@ -70,6 +70,28 @@ def test_bad_config_values_are_one_error_line(tmp_path, override, message) -> No
     assert line.startswith(message)
 
 
+@pytest.mark.parametrize("args, spelling", [
+    (["fa", "--epochs", "3"], "use --set rule=fa --set epochs=3 "),
+    (["--rule", "kp", "--model=lenet", "--batch-size", "32", "digits"],
+     "use --set rule=kp --set model=lenet --set batch_size=32 --set dataset=digits "),
+])
+def test_train_arguments_spelt_as_options_get_their_set_spelling(tmp_path, args, spelling) -> None:
+    line = one_error_line(cli(tmp_path, "train", *args))
+    assert line.startswith("error: train takes its settings as --set KEY=VALUE: " + spelling)
+    assert line.endswith("(python -m fa_tutor train --help lists the fields)")
+
+
+def test_unknown_arguments_are_named_with_the_subcommands_usage(tmp_path) -> None:
+    line = one_error_line(cli(tmp_path, "train", "--set", "epochs=1", "--nope", "3"))
+    assert line.startswith("error: unrecognized arguments: --nope 3; train takes its settings "
+                           "as --set KEY=VALUE")
+    proc = cli(tmp_path, "bench", "list", "extra")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[0].startswith("usage: python -m fa_tutor bench list ")
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "python -m fa_tutor bench list: error: unrecognized arguments: extra")
+
+
 def test_bad_values_are_refused_before_any_work_and_debug_shows_the_traceback(tmp_path) -> None:
     proc = cli(tmp_path, *TRAIN, "--set", "lr=nan", "-v")
     assert proc.returncode == 2
