@@ -376,6 +376,33 @@ def test_step_cost_floors_table() -> None:
     assert report.step_cost_floors(df.drop(columns="floor_ratio")).empty  # older lines
 
 
+def test_step_cost_runs_put_every_run_with_floors_side_by_side() -> None:
+    import math
+
+    def line(rule, ratio, started, processor, scale="full", model="mlp", floor=None):
+        metrics = {"ratio_to_plain": ratio, "target": 1.1, "plain_seconds": 0.002}
+        if floor is not None:
+            metrics["floor_ratio"] = floor
+        return {"rule": rule, "model": model, "scale": scale, "cell": f"c-{model}-{scale}",
+                "metrics": metrics, "provenance": {"commit": f"c{started}", "started": started,
+                                                   "device_name": processor}}
+
+    lines = [line("fa", 1.05, "2", "AMD EPYC (2 logical CPUs)"),
+             line("kp", 1.12, "2", "AMD EPYC (2 logical CPUs)", floor=1.11),
+             line("fa", 1.09, "1", "cpu"), line("kp", 1.23, "1", "cpu", floor=1.23),
+             line("fa", 1.30, "0", "cpu"),  # a run from before the floors: left out
+             line("kp", 2.0, "3", "cpu", scale="quick", floor=2.0),  # not full scale
+             line("kp", 2.0, "4", "cpu", model="lenet", floor=2.0)]  # another model
+    runs = report.step_cost_runs(lines, "mlp", ["fa", "kp", "usf"])
+    assert list(runs.index) == ["c1", "c2", "target"]  # in order of start, then the targets
+    assert runs.processor.tolist() == ["not recorded", "AMD EPYC (2 logical CPUs)", ""]
+    assert runs.loc["c1", "kp"] == 1.23 and runs.loc["c2", "fa"] == 1.05
+    assert runs.loc["c2", "plain step (ms)"] == 2.0
+    assert math.isnan(runs.loc["c1", "usf"])  # not timed in that run
+    assert runs.loc["target", "kp"] == 1.1
+    assert report.step_cost_runs(lines, "resnet18", ["fa"]).empty
+
+
 def test_step_cost_times_plain_pytorch_in_the_same_rounds(monkeypatch) -> None:
     """A quick step-cost cell reports ratio_to_plain beside ratio_to_bp, consistently."""
     from fa_tutor.bench.experiments import step_cost

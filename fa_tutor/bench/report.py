@@ -405,6 +405,38 @@ def step_cost_floors(df: pd.DataFrame) -> pd.DataFrame:
 OVERVIEW_METRICS = ["test_error", "train_accuracy", "est_cosine", "conservation_deviation"]
 
 
+def step_cost_runs(lines: list[dict], model: str, rules: list[str]) -> pd.DataFrame:
+    """``rules``' ratio to plain PyTorch on ``model`` in every full-scale step-cost run that
+    timed floors, one row per run in order of start, then a ``target`` row: runs of the same
+    code on different machines, or again on one, side by side (the spread a verdict must clear).
+
+    ``lines``: step-cost result lines (:func:`read_results`, superseded ones included). A run
+    is the lines of one cell started together; its row gives the commit, the processor
+    (``not recorded`` for lines from before the provenance named it) and the plain step in
+    ms. Empty if no run qualifies.
+    """
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for line in lines:
+        if line.get("scale") == "full" and line.get("model") == model:
+            runs.setdefault((line["provenance"]["started"], line.get("cell", "")), []).append(line)
+    rows, targets = [], {}
+    for _, run in sorted(runs.items()):
+        if not any("floor_ratio" in line["metrics"] for line in run):
+            continue
+        prov, metrics = run[0]["provenance"], {line["rule"]: line["metrics"] for line in run}
+        plain = next((m["plain_seconds"] for m in metrics.values() if "plain_seconds" in m), math.nan)
+        processor = prov.get("device_name") or "cpu"
+        rows.append({"run": prov.get("commit"),
+                     "processor": "not recorded" if processor == "cpu" else processor,
+                     "plain step (ms)": round(1e3 * plain, 2),
+                     **{r: metrics.get(r, {}).get("ratio_to_plain", math.nan) for r in rules}})
+        targets.update({r: metrics[r]["target"] for r in rules if "target" in metrics.get(r, {})})
+    if not rows:
+        return pd.DataFrame()
+    rows.append({"run": "target", "processor": "", "plain step (ms)": math.nan, **targets})
+    return pd.DataFrame(rows).set_index("run").round(3)
+
+
 def overview(experiment: str, out: str | Path | None = None) -> pd.DataFrame:
     """One experiment's committed results as one table: step-cost's ratio table, else the
     mean ± sem over seeds of :data:`OVERVIEW_METRICS` per rule, model, data set, scale and
