@@ -197,6 +197,16 @@ def _coursework(args: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
+def registry_names() -> dict[str, tuple[str, ...]]:
+    """The names the RunConfig fields ``model``, ``rule`` and ``dataset`` take, from their
+    registries (importing them loads torch)."""
+    from .data import DATASETS
+    from .rules import available_rules
+    from .training import MODELS
+
+    return {"model": tuple(MODELS), "rule": tuple(available_rules()), "dataset": tuple(DATASETS)}
+
+
 def config_help() -> str:
     """The ``train --help`` epilog: every RunConfig field, its default, comment and choices."""
     import dataclasses
@@ -206,12 +216,7 @@ def config_help() -> str:
 
     choices = {**CHOICES, "device": ("auto", "cpu", "cuda", "cuda:N")}
     try:  # the registries load torch: only here, for this help text
-        from .data import DATASETS
-        from .rules import available_rules
-        from .training import MODELS
-
-        choices.update(model=tuple(MODELS), rule=tuple(available_rules()),
-                       dataset=tuple(DATASETS))
+        choices.update(registry_names())
     except ImportError:
         pass
     docs, default = field_help(), RunConfig()
@@ -383,13 +388,12 @@ def train_spelling(extra: list[str]) -> list[str] | None:
     """
     import dataclasses
 
-    from .data import DATASETS
-    from .rules import available_rules
-    from .training import MODELS, RunConfig
+    from .training import RunConfig
 
     fields = {f.name for f in dataclasses.fields(RunConfig)}
-    names = {**{d: "dataset" for d in DATASETS}, **{m: "model" for m in MODELS},
-             **{r: "rule" for r in available_rules()}}
+    registries = registry_names()
+    names = {name: field for field in ("dataset", "model", "rule")  # a rule's name wins
+             for name in registries[field]}
     pairs, rest = [], list(extra)
     while rest:
         token = rest.pop(0)
@@ -417,13 +421,11 @@ def _refuse_unrecognized(parser: argparse.ArgumentParser, args: argparse.Namespa
     path = _command_path(args)
     if path == ("train",):
         spelling = train_spelling(extra)
-        if spelling:
-            print(f"error: train takes its settings as --set KEY=VALUE: use {' '.join(spelling)} "
-                  "(python -m fa_tutor train --help lists the fields)", file=sys.stderr)
-        else:
-            print(f"error: unrecognized arguments: {' '.join(extra)}; train takes its settings "
-                  "as --set KEY=VALUE (python -m fa_tutor train --help lists the fields)",
-                  file=sys.stderr)
+        problem = (f"train takes its settings as --set KEY=VALUE: use {' '.join(spelling)}"
+                   if spelling else f"unrecognized arguments: {' '.join(extra)}; train takes "
+                   "its settings as --set KEY=VALUE")
+        print(f"error: {problem} (python -m fa_tutor train --help lists the fields)",
+              file=sys.stderr)
         return 2
     leaf = dict(_leaves(parser)).get(path, parser)
     leaf.error(f"unrecognized arguments: {' '.join(extra)}")  # exits with status 2
